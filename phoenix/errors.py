@@ -1,0 +1,31 @@
+"""The project's error hierarchy. Every entry point raises one of these with a message that names
+the offending field, so callers can map them to CLI messages or HTTP statuses in one place.
+
+    PhoenixError
+    ├── ConfigError       a configuration value is missing, malformed or inconsistent
+    ├── InputError        a tensor or request does not match what the model expects
+    ├── CheckpointError   a checkpoint directory is missing, malformed or does not fit its config
+    └── WorldError        a synthetic-world directory is missing or malformed
+"""
+
+from __future__ import annotations
+
+
+class PhoenixError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(PhoenixError, ValueError):
+    """A configuration value is missing, malformed or inconsistent."""
+
+
+class InputError(PhoenixError, ValueError):
+    """A model input has the wrong shape, dtype or value range."""
+
+
+class CheckpointError(PhoenixError):
+    """A checkpoint cannot be read or does not match its configuration."""
+
+
+class WorldError(PhoenixError):
+    """A synthetic-world directory cannot be read or written."""
