@@ -169,4 +169,6 @@ def get_config(name_or_path: str | Path) -> ModelConfig:
     path = Path(key)
     if path.suffix == ".json" or path.exists():
         return ModelConfig.from_json_file(path)
-    raise ConfigError(f"unknown config {key!r}; presets: {', '.join(PRESETS)}, or a .json file path")
+    raise ConfigError(
+        f"unknown config {key!r}; presets: {', '.join(PRESETS)}, or a .json file path"
+    )

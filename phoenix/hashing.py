@@ -63,7 +63,7 @@ def hash_rows(
         raise InputError(f"num_rows must be at least 2, got {num_rows}")
     params = HASH_PARAMS[Entity(entity)]
     as_unsigned = _as_id_array(ids).view(np.uint64)
-    out = np.empty(as_unsigned.shape + (2,), dtype=np.int64)
+    out = np.empty((*as_unsigned.shape, 2), dtype=np.int64)
     for j in range(2):
         # uint64 arithmetic wraps modulo 2**64 without warnings; viewing the bits as int64 gives
         # the signed wrapped value, and np.mod with a positive divisor is non-negative.
@@ -88,6 +88,4 @@ class IdHasher:
         return hash_rows(ids, Entity.POST, self.config.num_post_rows, self.config.post_offset)
 
     def authors(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        return hash_rows(
-            ids, Entity.AUTHOR, self.config.num_author_rows, self.config.author_offset
-        )
+        return hash_rows(ids, Entity.AUTHOR, self.config.num_author_rows, self.config.author_offset)
