@@ -137,28 +137,60 @@ PRESETS: dict[str, ModelConfig] = {
     c.name: c
     for c in (
         ModelConfig(
-            name="tiny", emb_dim=128, num_layers=2, num_q_heads=4, num_kv_heads=2, key_size=32,
-            hash_width=64, history_len=128,
-            num_user_rows=8_192, num_post_rows=32_768, num_author_rows=4_096,
+            name="tiny",
+            emb_dim=128,
+            num_layers=2,
+            num_q_heads=4,
+            num_kv_heads=2,
+            key_size=32,
+            hash_width=64,
+            history_len=128,
+            num_user_rows=8_192,
+            num_post_rows=32_768,
+            num_author_rows=4_096,
         ),
         ModelConfig(
-            name="mini", emb_dim=256, num_layers=2, num_q_heads=4, num_kv_heads=4, key_size=64,
-            hash_width=128, history_len=256,
-            num_user_rows=50_000, num_post_rows=50_000, num_author_rows=15_000,
+            name="mini",
+            emb_dim=256,
+            num_layers=2,
+            num_q_heads=4,
+            num_kv_heads=4,
+            key_size=64,
+            hash_width=128,
+            history_len=256,
+            num_user_rows=50_000,
+            num_post_rows=50_000,
+            num_author_rows=15_000,
         ),
         ModelConfig(
-            name="nano", emb_dim=512, num_layers=4, num_q_heads=4, num_kv_heads=2, key_size=128,
-            hash_width=128, history_len=1022,
-            num_user_rows=100_000, num_post_rows=100_000, num_author_rows=30_000,
+            name="nano",
+            emb_dim=512,
+            num_layers=4,
+            num_q_heads=4,
+            num_kv_heads=2,
+            key_size=128,
+            hash_width=128,
+            history_len=1022,
+            num_user_rows=100_000,
+            num_post_rows=100_000,
+            num_author_rows=30_000,
         ),
         # X's production geometry with nano's vocabularies: 100M-row tables do not fit an engine.
         ModelConfig(
-            name="prod", emb_dim=2560, num_layers=8, num_q_heads=20, num_kv_heads=4, key_size=128,
-            hash_width=1024, history_len=1022,
-            num_user_rows=100_000, num_post_rows=100_000, num_author_rows=30_000,
+            name="prod",
+            emb_dim=2560,
+            num_layers=8,
+            num_q_heads=20,
+            num_kv_heads=4,
+            key_size=128,
+            hash_width=1024,
+            history_len=1022,
+            num_user_rows=100_000,
+            num_post_rows=100_000,
+            num_author_rows=30_000,
         ),
     )
-}  # fmt: skip
+}
 
 
 def get_config(name_or_path: str | Path) -> ModelConfig:

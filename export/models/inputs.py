@@ -55,10 +55,15 @@ class HistoryInputs:
         check_tensor(self.history_actions, "history_actions", (b, s, config.num_actions), None)
         check_tensor(self.history_surface, "history_surface", (b, s), INT_DTYPES)
         check_rows(self.user_hash, "user_hash", config.user_offset, config.num_user_rows)
-        check_rows(self.history_post_hash, "history_post_hash", config.post_offset,
-                    config.num_post_rows)  # fmt: skip
-        check_rows(self.history_author_hash, "history_author_hash", config.author_offset,
-                    config.num_author_rows)  # fmt: skip
+        check_rows(
+            self.history_post_hash, "history_post_hash", config.post_offset, config.num_post_rows
+        )
+        check_rows(
+            self.history_author_hash,
+            "history_author_hash",
+            config.author_offset,
+            config.num_author_rows,
+        )
         check_range(self.history_surface, "history_surface", config.num_surfaces)
         if not torch.is_floating_point(self.history_actions):
             raise InputError(
@@ -87,10 +92,18 @@ class CandidateInputs:
             )
         check_tensor(self.candidate_author_hash, "candidate_author_hash", (b, c, 2), INT_DTYPES)
         check_tensor(self.candidate_surface, "candidate_surface", (b, c), INT_DTYPES)
-        check_rows(self.candidate_post_hash, "candidate_post_hash", config.post_offset,
-                    config.num_post_rows)  # fmt: skip
-        check_rows(self.candidate_author_hash, "candidate_author_hash", config.author_offset,
-                    config.num_author_rows)  # fmt: skip
+        check_rows(
+            self.candidate_post_hash,
+            "candidate_post_hash",
+            config.post_offset,
+            config.num_post_rows,
+        )
+        check_rows(
+            self.candidate_author_hash,
+            "candidate_author_hash",
+            config.author_offset,
+            config.num_author_rows,
+        )
         check_range(self.candidate_surface, "candidate_surface", config.num_surfaces)
 
 

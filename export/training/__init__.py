@@ -1,0 +1,1 @@
+"""Training and evaluation of the ranker and the retrieval towers on a synthetic world."""
