@@ -13,15 +13,11 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "NVIDIA GPU found: installing the CUDA build of torch==$version"
   "$python" -m pip install "torch==$version"
 else
-  # The +cpu build: from a local wheel cache/find-links if the machine has one, otherwise from
-  # PyTorch's CPU index. pip prefers 2.13.0+cpu over the CUDA 2.13.0 from PyPI when both exist.
-  echo "no GPU: installing the CPU build of torch==$version"
-  "$python" -m pip install "torch==$version" \
-    --extra-index-url "${PHOENIX_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
-  if "$python" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then
-    echo "installed $("$python" -c 'import torch; print(torch.__version__)') (CPU build)"
-  else
-    echo "error: a CUDA build of torch was installed on a machine without a GPU" >&2
-    exit 1
-  fi
+  # Pin the +cpu local version, so no resolver path can bring CUDA packages: first from the
+  # machine's own package sources (a wheel cache or find-links), then from PyTorch's CPU index.
+  echo "no GPU: installing the CPU build torch==$version+cpu"
+  "$python" -m pip install --quiet "torch==$version+cpu" "numpy<2" 2>/dev/null \
+    || "$python" -m pip install --quiet "torch==$version+cpu" "numpy<2" \
+      --extra-index-url "${PHOENIX_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+  echo "installed torch $("$python" -c 'import torch; print(torch.__version__)')"
 fi
