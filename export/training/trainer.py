@@ -168,7 +168,8 @@ def _optimise(model, name, steps, seconds, settings, progress, loss_fn) -> Stage
     start = time.perf_counter()
     ema: float | None = None
     done = 0
-    bar = tqdm(total=steps, desc=f"train {name}", unit="step", disable=not progress, leave=True)
+    # disable=None: a live bar on a terminal, none in CI logs (the summary line is logged).
+    bar = tqdm(total=steps, desc=f"train {name}", unit="step", disable=None if progress else True)
     with bar:
         for step in range(1, steps + 1):
             done = step
