@@ -73,7 +73,10 @@ _TOPIC_WORD_SHARE = 0.5  # share of a post's words drawn from its topic's list
 _CAPITALISED_KEYWORDS = 0.25  # muted keywords written "Title Case" (matching ignores case)
 _SERVE_WINDOW_MEAN_MS = 12 * _HOUR_MS  # mean age of served posts (exponential) ...
 _SERVE_WINDOW_MIN_MS, _SERVE_WINDOW_MAX_MS = _HOUR_MS // 2, 48 * _HOUR_MS  # ... clipped
-_OON_TASTE_POWER = 2.0  # out-of-network weight = (topic match + 0.05) ** power * sqrt(popularity)
+# Impressions are what an earlier ranker chose to show, so they lean towards the viewer's taste:
+# weight = (topic match + 0.05) ** power * sqrt(author popularity).
+_IN_NETWORK_TASTE_POWER = 1.0
+_OON_TASTE_POWER = 2.0
 #: Share of impressions per product surface: mostly the For You and Following timelines.
 _SURFACE_SHARES = np.array([55, 15, 6, 5, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 0.5, 0.5], dtype=float)
 
@@ -545,12 +548,13 @@ def _serve_viewer(
     allowed = ~feed.mark(np.append(feed.avoided[viewer], viewer))
     in_pool = np.flatnonzero(followed & allowed)
     oon_pool = np.flatnonzero(~followed & allowed & (posts.kind == schema.ORIGINAL))
-    taste = feed.users.match[viewer, posts.topic[oon_pool]]
-    oon_weight = (taste + 0.05) ** _OON_TASTE_POWER * feed.weight[oon_pool]
+    match = feed.users.match[viewer, posts.topic]
+    in_weight = (match[in_pool] + 0.05) ** _IN_NETWORK_TASTE_POWER * feed.weight[in_pool]
+    oon_weight = (match[oon_pool] + 0.05) ** _OON_TASTE_POWER * feed.weight[oon_pool]
 
     post = np.full(count, -1, dtype=np.int64)
     for mask, pool, weight in (
-        (in_network, in_pool, feed.weight[in_pool]),
+        (in_network, in_pool, in_weight),
         (~in_network, oon_pool, oon_weight),
     ):
         pick = _sample_in_windows(rng, posts.created[pool], weight, served[mask], window[mask])
