@@ -1,0 +1,55 @@
+"""What a benchmark ran on: printed above every table and saved with every JSON result."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else whatever `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (what `nproc` prints), not every CPU in the box."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def describe_machine(device: torch.device, threads: int | None = None) -> dict[str, str | int]:
+    """Facts for a result; `threads`: what the benchmark runs with (default: torch's)."""
+    return {
+        "cpu": cpu_model(),
+        "nproc": usable_cpus(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": threads or torch.get_num_threads(),
+        "device": device_name(device),
+    }
+
+
+def format_machine(info: dict[str, str | int]) -> str:
+    """Two lines for the top of a benchmark's output."""
+    threads = f"{info['threads']} thread{'' if info['threads'] == 1 else 's'}"
+    return (
+        f"machine: {info['cpu']}, nproc {info['nproc']}, {info['platform']}\n"
+        f"torch {info['torch']} (Python {info['python']}), {threads}, device {info['device']}"
+    )
