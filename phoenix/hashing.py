@@ -65,11 +65,12 @@ def hash_rows(
     as_unsigned = _as_id_array(ids).view(np.uint64)
     out = np.empty((*as_unsigned.shape, 2), dtype=np.int64)
     for j in range(2):
-        # uint64 arithmetic wraps modulo 2**64 without warnings; viewing the bits as int64 gives
-        # the signed wrapped value, and np.mod with a positive divisor is non-negative.
-        mixed = (as_unsigned * np.uint64(params.scales[j]) + np.uint64(params.biases[j])).view(
-            np.int64
-        )
+        # uint64 arithmetic wraps modulo 2**64; viewing the bits as int64 gives the signed wrapped
+        # value, and np.mod with a positive divisor is non-negative. The wrap-around is intended:
+        # silence the overflow warning NumPy's scalar arithmetic gives for 0-d (single id) inputs.
+        with np.errstate(over="ignore"):
+            mixed = as_unsigned * np.uint64(params.scales[j]) + np.uint64(params.biases[j])
+        mixed = np.asarray(mixed).view(np.int64)
         out[..., j] = np.mod(mixed, np.int64(params.modulus)) % (num_rows - 1) + 1 + offset
     out[as_unsigned == 0] = 0
     return out

@@ -1,0 +1,177 @@
+"""`phoenix.hashing` against the formula of DESIGN.md 4.1, evaluated here with Python ints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phoenix.config import PRESETS
+from phoenix.errors import InputError
+from phoenix.hashing import Entity, IdHasher, hash_rows
+
+# DESIGN.md 4.1, copied by hand: (s_1, s_2), (b_1, b_2), M.
+DESIGN_PARAMS = {
+    Entity.USER: ((196742702, 1852108266), (1935840681, 167407236), 2859568897),
+    Entity.POST: ((2161410491, 1754358832), (1935840681, 167407236), 2361375383),
+    Entity.AUTHOR: ((371965780, 328930218), (139686260, 37755056), 631860353),
+}
+
+# ids as Python ints; uint64 values above 2**63 are the same bits as negative int64 ids.
+INT64_IDS = [
+    0,
+    1,
+    2,
+    7,
+    12345,
+    2**31 - 1,
+    2**32 + 3,
+    1_445_078_208_190_291_968,  # real-looking snowflake ids (2021, 2026)
+    1_800_000_000_000_000_123,
+    2**62 + 11,
+    2**63 - 2,
+    2**63 - 1,
+    -1,
+    -2,
+    -12345,
+    -(2**63),
+    -(2**63) + 1,
+]
+
+
+def expected_row(entity: Entity, j: int, ident: int, num_rows: int, offset: int) -> int:
+    """h_j(id) with 64-bit two's-complement wrap-around, in Python big ints."""
+    if ident % 2**64 == 0:
+        return 0
+    scales, biases, modulus = DESIGN_PARAMS[entity]
+    mixed = (ident * scales[j] + biases[j]) % 2**64
+    if mixed >= 2**63:  # reinterpret as signed 64-bit
+        mixed -= 2**64
+    return (mixed % modulus) % (num_rows - 1) + 1 + offset  # Python % is non-negative
+
+
+@pytest.mark.parametrize("entity", list(Entity))
+@pytest.mark.parametrize(("num_rows", "offset"), [(2, 0), (1000, 64), (100_000, 1_000_064)])
+def test_hash_rows_matches_the_formula_for_every_entity(
+    entity: Entity, num_rows: int, offset: int
+) -> None:
+    ids = np.array(INT64_IDS, dtype=np.int64)
+    got = hash_rows(ids, entity, num_rows, offset)
+    assert got.shape == (len(INT64_IDS), 2)
+    assert got.dtype == np.int64
+    want = [[expected_row(entity, j, i, num_rows, offset) for j in range(2)] for i in INT64_IDS]
+    assert got.tolist() == want
+
+
+def test_the_wrap_around_matters_for_these_ids() -> None:
+    # Guard against a vacuous test: without the 64-bit wrap-around some rows would differ.
+    scales, biases, modulus = DESIGN_PARAMS[Entity.POST]
+    big = 2**63 - 1
+    unwrapped = (big * scales[0] + biases[0]) % modulus % 999 + 1
+    assert expected_row(Entity.POST, 0, big, 1000, 0) != unwrapped
+
+
+@pytest.mark.parametrize("entity", list(Entity))
+def test_uint64_input_hashes_like_the_same_bits_as_int64(entity: Entity) -> None:
+    unsigned = [0, 1, 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 2, 2**64 - 1]
+    got = hash_rows(np.array(unsigned, dtype=np.uint64), entity, 5000, 64)
+    want = [[expected_row(entity, j, i, 5000, 64) for j in range(2)] for i in unsigned]
+    assert got.tolist() == want
+    as_signed = np.array(unsigned, dtype=np.uint64).view(np.int64)
+    np.testing.assert_array_equal(got, hash_rows(as_signed, entity, 5000, 64))
+
+
+def test_python_ints_and_small_int_dtypes_are_accepted() -> None:
+    ids = [0, 3, 2**63 - 1]
+    want = [[expected_row(Entity.USER, j, i, 777, 64) for j in range(2)] for i in ids]
+    assert hash_rows(ids, Entity.USER, 777, 64).tolist() == want
+    assert hash_rows([2**63 + 1], "post", 777, 64).tolist() == [
+        [expected_row(Entity.POST, j, 2**63 + 1, 777, 64) for j in range(2)]
+    ]
+    small = np.array([0, 5, -5], dtype=np.int32)
+    want_small = [[expected_row(Entity.AUTHOR, j, int(i), 50, 9) for j in range(2)] for i in small]
+    assert hash_rows(small, Entity.AUTHOR, 50, 9).tolist() == want_small
+
+
+@pytest.mark.parametrize("ident", [5, -5, 2**63 - 1, np.int64(-7), np.uint64(2**64 - 1)])
+def test_a_scalar_id_gives_shape_2_without_warnings(ident: object) -> None:
+    # Scalar (0-d) inputs take NumPy's scalar arithmetic, which warns on the intended wrap-around;
+    # with warnings as errors that must not surface.
+    got = hash_rows(ident, Entity.USER, 1000, 64)
+    assert got.shape == (2,)
+    assert got.tolist() == [expected_row(Entity.USER, j, int(ident), 1000, 64) for j in range(2)]
+
+
+def test_vectorised_over_2d_arrays() -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(-(2**63), 2**63 - 1, size=(5, 7), dtype=np.int64, endpoint=True)
+    ids[1, 3] = 0
+    ids[4, 0] = 2**63 - 1
+    got = hash_rows(ids, Entity.POST, 32_768, 8_255)
+    assert got.shape == (5, 7, 2)
+    for (r, c), ident in np.ndenumerate(ids):
+        for j in range(2):
+            assert got[r, c, j] == expected_row(Entity.POST, j, int(ident), 32_768, 8_255)
+    assert got[1, 3].tolist() == [0, 0]
+
+
+def test_empty_input_keeps_its_shape() -> None:
+    assert hash_rows(np.zeros((0, 3), dtype=np.int64), Entity.USER, 10, 0).shape == (0, 3, 2)
+
+
+def test_id_hasher_uses_each_entitys_block_of_the_config() -> None:
+    config = PRESETS["tiny"]
+    hasher = IdHasher(config)
+    rng = np.random.default_rng(1)
+    ids = np.concatenate(
+        [rng.integers(1, 2**63 - 1, size=2000, dtype=np.int64), -np.arange(1, 50), [2**63 - 1]]
+    )
+    # Blocks by hand from DESIGN.md 4.1: rows 1..64 reserved, then users, posts, authors.
+    user_lo, user_hi = 65, 64 + config.num_user_rows - 1
+    post_lo, post_hi = user_hi + 1, user_hi + config.num_post_rows - 1
+    author_lo, author_hi = post_hi + 1, post_hi + config.num_author_rows - 1
+    cases = [
+        (hasher.users, Entity.USER, config.num_user_rows, 64, user_lo, user_hi),
+        (hasher.posts, Entity.POST, config.num_post_rows, user_hi, post_lo, post_hi),
+        (hasher.authors, Entity.AUTHOR, config.num_author_rows, post_hi, author_lo, author_hi),
+    ]
+    for method, entity, num_rows, offset, lo, hi in cases:
+        rows = method(ids)
+        assert rows.shape == (len(ids), 2)
+        assert rows.min() >= lo and rows.max() <= hi, entity
+        for i in (0, 1, 2, len(ids) - 1):
+            want = [expected_row(entity, j, int(ids[i]), num_rows, offset) for j in range(2)]
+            assert rows[i].tolist() == want
+        assert method([0]).tolist() == [[0, 0]]
+    assert author_hi == config.table_rows - 1
+
+
+def test_the_two_hash_functions_differ() -> None:
+    rows = IdHasher(PRESETS["tiny"]).posts(np.arange(1, 1000))
+    assert (rows[:, 0] != rows[:, 1]).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([1.0, 2.0]),
+        [1.5],
+        np.array([True, False]),
+        np.array(["1", "2"]),
+        [2**64],  # does not fit in 64 bits
+        [-1, 2**63],  # mixed signed/unsigned beyond int64
+        -(2**63) - 1,
+    ],
+)
+def test_non_integer_or_oversized_ids_raise_input_error(ids: object) -> None:
+    with pytest.raises(InputError, match=r"^ids must"):
+        hash_rows(ids, Entity.USER, 100, 64)
+
+
+def test_a_table_of_fewer_than_two_rows_is_refused() -> None:
+    with pytest.raises(InputError, match=r"^num_rows"):
+        hash_rows([1], Entity.USER, 1, 64)
+
+
+def test_unknown_entity_is_refused() -> None:
+    with pytest.raises(ValueError, match="tweet"):
+        hash_rows([1], "tweet", 100, 64)  # type: ignore[arg-type]
