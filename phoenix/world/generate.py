@@ -747,7 +747,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise WorldError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise WorldError(f"{out_dir} is not empty; pass --overwrite to replace it")
+        raise WorldError(f"{out_dir} is not empty; pass --overwrite (overwrite=True) to replace it")
 
 
 def _make_sibling(out_dir: Path, tag: str) -> Path:

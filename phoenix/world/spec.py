@@ -189,7 +189,8 @@ class WorldSpec(BaseModel):
         default=120.0,
         gt=0,
         le=100_000,
-        description="Mean impressions per user (scaled by activity).",
+        description="Mean impressions drawn per user, scaled by activity (repeats of a post and "
+        "impressions with nothing to show are dropped).",
     )
     in_network_fraction: float = Field(
         default=0.7, ge=0, le=1, description="Share of impressions from followed accounts."
