@@ -23,7 +23,7 @@ RESERVED_ROWS = 64
 class ModelConfig(BaseModel):
     """Geometry of the Phoenix ranker and the two retrieval towers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="Short name, e.g. 'tiny'.")
     emb_dim: int = Field(ge=8, le=16384, description="D: model width.")

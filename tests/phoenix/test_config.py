@@ -1,0 +1,230 @@
+"""`phoenix.config.ModelConfig`: presets, derived sizes, table layout, validation, serialisation."""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from phoenix.config import PRESETS, ModelConfig, get_config
+from phoenix.errors import CheckpointError, ConfigError, InputError, PhoenixError, WorldError
+
+# DESIGN.md 4.7, copied by hand: D, layers, H_q, H_kv, d_k, W, history S.
+DESIGN_TABLE = {
+    "tiny": (128, 2, 4, 2, 32, 64, 128),
+    "mini": (256, 2, 4, 4, 64, 128, 256),
+    "nano": (512, 4, 4, 2, 128, 128, 1022),
+    "prod": (2560, 8, 20, 4, 128, 1024, 1022),
+}
+
+
+@pytest.mark.parametrize("name", list(DESIGN_TABLE))
+def test_presets_match_the_design_table(name: str) -> None:
+    c = PRESETS[name]
+    got = (
+        c.emb_dim,
+        c.num_layers,
+        c.num_q_heads,
+        c.num_kv_heads,
+        c.key_size,
+        c.hash_width,
+        c.history_len,
+    )
+    assert got == DESIGN_TABLE[name]
+    assert c.name == name
+    assert get_config(name) is c
+    # DESIGN.md 4.2-4.5 defaults
+    assert c.num_surfaces == 16
+    assert c.num_actions == 22
+    assert c.norm_eps == 1e-5
+    assert c.rope_base == 10000.0
+    assert c.attn_logit_cap is None
+    assert c.max_candidates == 2800
+    assert c.sequence_len == 1 + c.history_len
+
+
+def test_exactly_the_four_presets() -> None:
+    assert set(PRESETS) == set(DESIGN_TABLE)
+
+
+def test_nano_vocabularies() -> None:
+    c = PRESETS["nano"]
+    assert (c.num_user_rows, c.num_post_rows, c.num_author_rows) == (100_000, 100_000, 30_000)
+
+
+@pytest.mark.parametrize(
+    ("widening", "dim"),
+    [(2.0, 128), (2.0, 2560), (1.3, 100), (8 / 3, 96), (0.5, 40), (4.0, 24), (1.0, 33)],
+)
+def test_ffn_dim_rounds_up_to_a_multiple_of_32(widening: float, dim: int) -> None:
+    c = PRESETS["tiny"].with_overrides(ffn_widening=widening, emb_dim=dim)
+    exact = Fraction(widening) * dim
+    want = -(-exact // 32) * 32  # ceil in exact arithmetic
+    assert c.ffn_dim == want
+    assert c.ffn_dim % 32 == 0 and c.ffn_dim >= widening * dim
+
+
+@pytest.mark.parametrize("name", list(DESIGN_TABLE))
+def test_preset_ffn_dim(name: str) -> None:
+    c = PRESETS[name]
+    assert c.ffn_dim == math.ceil(2 * c.emb_dim / 32) * 32
+
+
+@pytest.mark.parametrize("name", list(DESIGN_TABLE))
+def test_table_layout_is_reserved_rows_then_contiguous_blocks(name: str) -> None:
+    c = PRESETS[name]
+    n_u, n_p, n_a = c.num_user_rows, c.num_post_rows, c.num_author_rows
+    assert c.user_offset == 64  # rows 1..64 reserved, the user block starts at row 65
+    users = range(c.user_offset + 1, c.user_offset + n_u)
+    posts = range(c.post_offset + 1, c.post_offset + n_p)
+    authors = range(c.author_offset + 1, c.author_offset + n_a)
+    assert users[0] == 65 and len(users) == n_u - 1
+    assert posts[0] == users[-1] + 1 and len(posts) == n_p - 1
+    assert authors[0] == posts[-1] + 1 and len(authors) == n_a - 1
+    assert c.table_rows == authors[-1] + 1 == 1 + 64 + (n_u - 1) + (n_p - 1) + (n_a - 1)
+
+
+# Each case: overrides and the field its error must name.
+INVALID = [
+    ({"emb_dim": -1}, "emb_dim"),
+    ({"emb_dim": 0}, "emb_dim"),
+    ({"num_layers": 0}, "num_layers"),
+    ({"num_q_heads": 6, "num_kv_heads": 4}, "num_q_heads"),
+    ({"num_q_heads": 2, "num_kv_heads": 4}, "num_kv_heads"),
+    ({"key_size": 33}, "key_size"),
+    ({"key_size": 0}, "key_size"),
+    ({"hash_width": 0}, "hash_width"),
+    ({"history_len": 0}, "history_len"),
+    ({"num_user_rows": 1}, "num_user_rows"),
+    ({"num_post_rows": 0}, "num_post_rows"),
+    ({"num_author_rows": -5}, "num_author_rows"),
+    ({"num_surfaces": 0}, "num_surfaces"),
+    ({"num_actions": 21}, "num_actions"),
+    ({"num_actions": 23}, "num_actions"),
+    ({"ffn_widening": 0.0}, "ffn_widening"),
+    ({"attn_logit_cap": 0.0}, "attn_logit_cap"),
+    ({"attn_logit_cap": -1.0}, "attn_logit_cap"),
+    ({"rope_base": 1.0}, "rope_base"),
+    ({"norm_eps": 0.0}, "norm_eps"),
+    ({"max_candidates": 0}, "max_candidates"),
+    ({"name": ""}, "name"),
+    ({"emb_dim": "wide"}, "emb_dim"),
+    ({"hidden_size": 64}, "hidden_size"),  # unknown field
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), INVALID)
+def test_invalid_values_raise_config_error_naming_the_field(
+    changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"\b{field}\b"):
+        PRESETS["tiny"].with_overrides(**changes)
+    with pytest.raises(ConfigError, match=rf"\b{field}\b"):
+        ModelConfig.from_dict({**PRESETS["tiny"].model_dump(), **changes})
+
+
+@pytest.mark.parametrize("field", ["attn_logit_cap", "ffn_widening", "rope_base", "norm_eps"])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_non_finite_floats_are_refused(field: str, value: float) -> None:
+    # JSON as Python reads it accepts `Infinity` and `NaN`; a cap of inf makes every attention
+    # logit inf * tanh(0) = NaN.
+    with pytest.raises(ConfigError, match=rf"\b{field}\b"):
+        PRESETS["tiny"].with_overrides(**{field: value})
+
+
+def test_a_missing_field_is_named() -> None:
+    data = PRESETS["tiny"].model_dump()
+    del data["history_len"]
+    with pytest.raises(ConfigError, match=r"\bhistory_len\b"):
+        ModelConfig.from_dict(data)
+
+
+def test_from_dict_refuses_a_non_mapping() -> None:
+    with pytest.raises(ConfigError, match="JSON object"):
+        ModelConfig.from_dict([1, 2])
+
+
+def test_errors_name_every_bad_field() -> None:
+    with pytest.raises(ConfigError) as info:
+        PRESETS["tiny"].with_overrides(emb_dim=-1, num_layers=0)
+    assert "emb_dim" in str(info.value) and "num_layers" in str(info.value)
+
+
+@pytest.mark.parametrize("name", list(DESIGN_TABLE))
+def test_to_json_round_trip(name: str) -> None:
+    c = PRESETS[name].with_overrides(attn_logit_cap=30.0, gated_ffn=True, ffn_widening=8 / 3)
+    back = ModelConfig.from_dict(json.loads(c.to_json()))
+    assert back == c
+    assert back.ffn_dim == c.ffn_dim
+    assert ModelConfig.from_dict(json.loads(PRESETS[name].to_json())) == PRESETS[name]
+
+
+def test_from_json_file_round_trip(tmp_path: Path) -> None:
+    c = PRESETS["mini"].with_overrides(name="mini-cap", attn_logit_cap=50.0)
+    path = tmp_path / "model.json"
+    path.write_text(c.to_json())
+    assert ModelConfig.from_json_file(path) == c
+    assert ModelConfig.from_json_file(str(path)) == c
+    assert get_config(path) == c
+    assert get_config(str(path)) == c
+
+
+def test_bad_json_file_raises_config_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"name": "tiny", ')
+    with pytest.raises(ConfigError, match=r"broken\.json"):
+        ModelConfig.from_json_file(path)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"binary\.json"):
+        ModelConfig.from_json_file(binary)
+
+
+def test_json_file_with_a_bad_field_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**PRESETS["tiny"].model_dump(), "key_size": 31}))
+    with pytest.raises(ConfigError, match=r"\bkey_size\b"):
+        ModelConfig.from_json_file(path)
+    path.write_text("[1, 2, 3]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        ModelConfig.from_json_file(path)
+
+
+def test_missing_file_raises_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError, match=r"nope\.json"):
+        ModelConfig.from_json_file(missing)
+    with pytest.raises(ConfigError, match=r"nope\.json"):
+        get_config(missing)
+
+
+def test_unknown_preset_name_lists_the_presets() -> None:
+    with pytest.raises(ConfigError, match="tiny, mini, nano, prod"):
+        get_config("huge")
+
+
+def test_with_overrides_returns_a_new_validated_copy() -> None:
+    tiny = PRESETS["tiny"]
+    c = tiny.with_overrides(history_len=16, num_kv_heads=1)
+    assert (c.history_len, c.num_kv_heads, c.sequence_len) == (16, 1, 17)
+    assert c.emb_dim == tiny.emb_dim
+    assert tiny.history_len == 128  # the preset is untouched
+
+
+def test_model_config_is_frozen() -> None:
+    c = PRESETS["tiny"]
+    with pytest.raises(ValidationError, match="frozen"):
+        c.emb_dim = 64  # type: ignore[misc]
+    assert c.emb_dim == 128
+    assert hash(c) == hash(ModelConfig.from_dict(c.model_dump()))
+
+
+def test_error_hierarchy() -> None:
+    for cls in (ConfigError, InputError, CheckpointError, WorldError):
+        assert issubclass(cls, PhoenixError)
+    assert issubclass(ConfigError, ValueError) and issubclass(InputError, ValueError)
+    assert not issubclass(ConfigError, InputError) and not issubclass(InputError, ConfigError)
