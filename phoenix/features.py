@@ -41,7 +41,7 @@ def pack_history(
             raise InputError(
                 f"{name}: expected shape {list(post_ids.shape)}, got {list(arr.shape)}"
             )
-    if actions.shape[:2] != post_ids.shape or actions.ndim != 3:
+    if actions.shape != (*post_ids.shape, hasher.config.num_actions):
         raise InputError(
             f"actions: expected shape {[*post_ids.shape, hasher.config.num_actions]}, "
             f"got {list(actions.shape)}"
