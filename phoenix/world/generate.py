@@ -73,9 +73,10 @@ _TOPIC_WORD_SHARE = 0.5  # share of a post's words drawn from its topic's list
 _CAPITALISED_KEYWORDS = 0.25  # muted keywords written "Title Case" (matching ignores case)
 _SERVE_WINDOW_MEAN_MS = 12 * _HOUR_MS  # mean age of served posts (exponential) ...
 _SERVE_WINDOW_MIN_MS, _SERVE_WINDOW_MAX_MS = _HOUR_MS // 2, 48 * _HOUR_MS  # ... clipped
-# Impressions are what an earlier ranker chose to show, so they lean towards the viewer's taste:
-# weight = (topic match + 0.05) ** power * sqrt(author popularity).
-_IN_NETWORK_TASTE_POWER = 1.0
+# Which posts are served: weight = (topic match + 0.05) ** power * sqrt(author popularity).
+# In-network, whatever followed accounts post (0: many off-taste impressions, which is what makes
+# favorite learnable from history); out-of-network, what retrieval found on the viewer's taste.
+_IN_NETWORK_TASTE_POWER = 0.0
 _OON_TASTE_POWER = 2.0
 #: Share of impressions per product surface: mostly the For You and Following timelines.
 _SURFACE_SHARES = np.array([55, 15, 6, 5, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 0.5, 0.5], dtype=float)

@@ -130,7 +130,7 @@ class ActionTruth(NamedTuple):
 #: negative ones (NEGATIVE_ACTIONS) with mismatch and are rare. Favorite is the strongest signal.
 GROUND_TRUTH: dict[str, ActionTruth] = {
     #                              bias  match  affin  qual  prop  inter video reply repost
-    "favorite":            ActionTruth(-6.2,  5.0,  0.5,  0.6,  0.5,  0.4,  0.0, -0.4, -0.3),
+    "favorite":            ActionTruth(-6.5,  6.5,  0.5,  0.6,  0.5,  0.4,  0.0, -0.4, -0.3),
     "reply":               ActionTruth(-6.5,  2.5,  1.0,  0.3,  0.4,  0.4,  0.0,  0.6, -1.0),
     "repost":              ActionTruth(-6.0,  2.5,  0.4,  0.6,  0.4,  0.4,  0.0, -0.5, -0.5),
     "photo_expand":        ActionTruth(-4.5,  1.0,  0.2,  0.3,  0.2,  0.3, -4.0, -0.5, -0.5),
@@ -151,7 +151,7 @@ GROUND_TRUTH: dict[str, ActionTruth] = {
     "video_open":          ActionTruth(-2.5,  1.5,  0.2,  0.3,  0.3,  0.3,  0.0,  0.0,  0.0),
     "open_link":           ActionTruth(-5.0,  1.0,  0.2,  0.3,  0.2,  0.3,  0.0,  0.0,  0.0),
     "quoted_vqv":          ActionTruth(-6.0,  1.0,  0.2,  0.3,  0.2,  0.3,  0.0,  0.0,  0.0),
-    "not_dwelled":         ActionTruth(-2.4, -2.5, -0.3, -0.3,  0.0, -0.4,  0.0,  0.0,  0.0),
+    "not_dwelled":         ActionTruth(-3.0, -2.5, -0.3, -0.3,  0.0, -0.4,  0.0,  0.0,  0.0),
 }  # fmt: skip
 if tuple(GROUND_TRUTH) != ACTIONS:  # pragma: no cover - a programming error caught at import
     raise RuntimeError("GROUND_TRUTH must list every action of phoenix.actions.ACTIONS in order")
