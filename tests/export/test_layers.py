@@ -1,0 +1,381 @@
+"""`export.models.layers` against hand-written float64 references (DESIGN.md 4.3)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from export.models.layers import MASK_VALUE, Attention, Block, FeedForward, RMSNorm, Rotary, Trunk
+from phoenix.config import ModelConfig
+
+F64 = torch.float64
+
+
+# References ----------------------------------------------------------------------------------
+def rms_norm_ref(x: Tensor, scale: Tensor, eps: float) -> Tensor:
+    x = x.to(F64)
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * scale.to(F64)
+
+
+def rotate_ref(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
+    """Half-split rotary as complex multiplication: pair i is (x[i], x[i + d/2]), angle p * θ_i."""
+    x = x.to(F64)
+    half = x.shape[-1] // 2
+    theta = base ** (-2.0 * torch.arange(half, dtype=F64) / x.shape[-1])
+    angles = positions.to(F64)[:, None] * theta  # [T, d/2]
+    z = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(angles), angles)
+    return torch.cat([z.real, z.imag], dim=-1)
+
+
+def gelu_tanh_ref(x: Tensor) -> Tensor:
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def naive_attention(
+    attn: Attention,
+    x: Tensor,
+    mask: Tensor,
+    positions: Tensor,
+    cap: float | None,
+    kv_head_of: str = "grouped",
+) -> Tensor:
+    """Head by head in float64; query head i reads kv head i // (H_q / H_kv). mask: [B, T, T]."""
+    x = x.to(F64)
+    wq, wk, wv, wo = (
+        p.weight.to(F64) for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)
+    )
+    hq, hkv, dk = attn.num_q_heads, attn.num_kv_heads, attn.key_size
+    heads = []
+    for i in range(hq):
+        j = i // (hq // hkv) if kv_head_of == "grouped" else i % hkv
+        q = rotate_ref(x @ wq[i * dk : (i + 1) * dk].T, positions)
+        k = rotate_ref(x @ wk[j * dk : (j + 1) * dk].T, positions)
+        v = x @ wv[j * dk : (j + 1) * dk].T
+        logits = q @ k.transpose(-1, -2) / math.sqrt(dk)
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
+        logits = logits.masked_fill(~mask, -math.inf)
+        heads.append(torch.softmax(logits, dim=-1) @ v)
+    return torch.cat(heads, dim=-1) @ wo.T
+
+
+def isolation_mask(ctx_valid: Tensor, num_candidates: int) -> Tensor:
+    """DESIGN.md 4.4 written out with loops."""
+    b, ctx_len = ctx_valid.shape
+    total = ctx_len + num_candidates
+    mask = torch.zeros(b, total, total, dtype=torch.bool)
+    for bi in range(b):
+        for row in range(total):
+            for col in range(ctx_len):
+                mask[bi, row, col] = bool(ctx_valid[bi, col])
+            if row >= ctx_len:
+                mask[bi, row, row] = True
+    return mask
+
+
+def layer_config(**changes: object) -> ModelConfig:
+    base = {
+        "name": "layers",
+        "emb_dim": 64,
+        "num_layers": 2,
+        "num_q_heads": 4,
+        "num_kv_heads": 2,
+        "key_size": 16,
+        "hash_width": 8,
+        "history_len": 8,
+        "num_user_rows": 10,
+        "num_post_rows": 10,
+        "num_author_rows": 10,
+    }
+    return ModelConfig.from_dict({**base, **changes})
+
+
+# RMSNorm -------------------------------------------------------------------------------------
+def test_rms_norm_fp32_matches_the_formula_and_has_unit_rms() -> None:
+    g = torch.Generator().manual_seed(0)
+    norm = RMSNorm(96, eps=1e-5)
+    x = 3.0 * torch.randn(4, 7, 96, generator=g) + 0.5
+    out = norm(x)
+    assert out.dtype == torch.float32
+    rms = out.to(F64).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-5, atol=0)
+    with torch.no_grad():
+        norm.scale.copy_(torch.rand(96, generator=g) + 0.5)
+    out = norm(x)
+    torch.testing.assert_close(out.to(F64), rms_norm_ref(x, norm.scale, 1e-5), rtol=1e-5, atol=1e-6)
+    # Unit RMS "times scale": dividing the scale back out gives unit RMS again.
+    rms = (out.to(F64) / norm.scale.to(F64)).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-5, atol=0)
+
+
+def test_rms_norm_eps_is_inside_the_root() -> None:
+    norm = RMSNorm(4, eps=0.5)
+    x = torch.full((1, 4), 0.5)  # mean square 0.25
+    torch.testing.assert_close(norm(x), x / math.sqrt(0.25 + 0.5))
+
+
+def test_rms_norm_bf16_runs_in_fp32() -> None:
+    g = torch.Generator().manual_seed(1)
+    norm = RMSNorm(256, eps=1e-5)
+    with torch.no_grad():
+        norm.scale.copy_(torch.rand(256, generator=g) + 0.5)
+    x = (4.0 * torch.randn(3, 5, 256, generator=g)).to(torch.bfloat16)
+    out = norm(x)
+    assert out.dtype == torch.bfloat16
+    assert norm.scale.dtype == torch.float32
+    ref = rms_norm_ref(x, norm.scale, 1e-5)  # from the same bf16 values, in float64
+    torch.testing.assert_close(out.to(F64), ref, rtol=2**-8, atol=1e-6)  # one bf16 rounding
+
+
+def test_rms_norm_fp16_does_not_overflow() -> None:
+    # 1000^2 overflows float16 (max 65504): only an fp32 computation gets these right.
+    norm = RMSNorm(64, eps=1e-5)
+    x = torch.full((2, 64), 1000.0, dtype=torch.float16)
+    x[1, ::2] = -2000.0
+    out = norm(x)
+    assert out.dtype == torch.float16
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.to(F64), rms_norm_ref(x, norm.scale, 1e-5), rtol=1e-3, atol=0)
+
+
+# Rotary --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key_size", [2, 16, 128])
+def test_rotary_matches_the_half_split_reference(key_size: int) -> None:
+    g = torch.Generator().manual_seed(2)
+    rotary = Rotary(key_size, 10000.0)
+    x = torch.randn(2, 3, 40, key_size, generator=g)
+    positions = torch.cat([torch.arange(30), torch.tensor([129, 257, 500, 1022, 1023] * 2)])
+    got = rotary(x, positions)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    torch.testing.assert_close(got.to(F64), rotate_ref(x, positions), rtol=1e-4, atol=1e-4)
+
+
+def test_rotary_base_is_used() -> None:
+    x = torch.randn(1, 1, 3, 16, generator=torch.Generator().manual_seed(3))
+    positions = torch.tensor([0, 5, 77])
+    got = Rotary(16, 500.0)(x, positions)
+    torch.testing.assert_close(
+        got.to(F64), rotate_ref(x, positions, base=500.0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_rotary_at_position_zero_is_the_identity() -> None:
+    x = torch.randn(2, 2, 4, 32, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(Rotary(32, 10000.0)(x, torch.zeros(4, dtype=torch.long)), x)
+
+
+def test_rotary_preserves_norms() -> None:
+    x = torch.randn(2, 4, 64, 32, generator=torch.Generator().manual_seed(5))
+    positions = torch.arange(64) * 17
+    got = Rotary(32, 10000.0)(x, positions)
+    torch.testing.assert_close(got.norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, x, atol=1e-3)  # it does rotate
+
+
+def test_rotary_dot_products_depend_only_on_relative_position() -> None:
+    g = torch.Generator().manual_seed(6)
+    rotary = Rotary(64, 10000.0)
+    q = torch.randn(1, 1, 1, 64, generator=g)
+    k = torch.randn(1, 1, 1, 64, generator=g)
+
+    def dot(p: int, p_k: int) -> float:
+        rq = rotary(q, torch.tensor([p]))
+        rk = rotary(k, torch.tensor([p_k]))
+        return float((rq * rk).sum())
+
+    for p, p_k, shift in [(0, 0, 5), (3, 10, 1), (10, 3, 100), (7, 7, 500), (0, 40, 900)]:
+        assert dot(p, p_k) == pytest.approx(dot(p + shift, p_k + shift), rel=1e-4, abs=1e-4)
+    assert abs(dot(0, 0) - dot(0, 3)) > 1e-3  # but it does depend on the offset
+
+
+# Attention -----------------------------------------------------------------------------------
+HEADS = [(4, 2), (4, 4), (4, 1), (6, 3), (8, 2)]
+
+
+def random_mask(b: int, t: int, g: torch.Generator) -> Tensor:
+    mask = torch.rand(b, t, t, generator=g) < 0.6
+    mask |= torch.eye(t, dtype=torch.bool)  # every row has a key
+    return mask
+
+
+@pytest.mark.parametrize(("hq", "hkv"), HEADS)
+@pytest.mark.parametrize("cap", [None, 0.5, 5.0])
+def test_full_mask_attention_equals_naive_grouped_query_attention(
+    hq: int, hkv: int, cap: float | None
+) -> None:
+    torch.manual_seed(7)
+    attn = Attention(layer_config(num_q_heads=hq, num_kv_heads=hkv, attn_logit_cap=cap))
+    g = torch.Generator().manual_seed(8)
+    x = 3.0 * torch.randn(2, 9, 64, generator=g)
+    mask = random_mask(2, 9, g)
+    positions = torch.tensor([0, 1, 2, 3, 4, 5, 6, 9, 9])
+    with torch.no_grad():
+        got = attn.attend_full_mask(x, mask, positions)
+        want = naive_attention(attn, x, mask, positions, cap)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got.to(F64), want, rtol=1e-5, atol=1e-5)
+    if hkv not in (1, hq):  # guard: the other kv-head assignment gives different numbers
+        wrong = naive_attention(attn, x, mask, positions, cap, kv_head_of="modulo")
+        assert not torch.allclose(got.to(F64), wrong, rtol=1e-3, atol=1e-3)
+    if cap is not None:  # guard: the cap changes the result
+        uncapped = naive_attention(attn, x, mask, positions, None)
+        assert not torch.allclose(got.to(F64), uncapped, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(("hq", "hkv"), HEADS)
+@pytest.mark.parametrize("cap", [None, 2.0])
+def test_split_attention_equals_naive_attention_with_candidate_isolation(
+    hq: int, hkv: int, cap: float | None
+) -> None:
+    torch.manual_seed(9)
+    attn = Attention(layer_config(num_q_heads=hq, num_kv_heads=hkv, attn_logit_cap=cap))
+    g = torch.Generator().manual_seed(10)
+    b, ctx_len, n = 3, 7, 5
+    ctx = 3.0 * torch.randn(b, ctx_len, 64, generator=g)
+    cand = 3.0 * torch.randn(b, n, 64, generator=g)
+    ctx_valid = torch.rand(b, ctx_len, generator=g) < 0.7
+    ctx_valid[:, 0] = True
+    ctx_valid[2, 1:] = False  # only the user token
+    ctx_positions = torch.arange(ctx_len)
+    cand_position = torch.tensor(9)
+    with torch.no_grad():
+        ctx_out, cand_out = attn.attend_split(ctx, ctx_valid, ctx_positions, cand, cand_position)
+        positions = torch.cat([ctx_positions, torch.full((n,), 9)])
+        x = torch.cat([ctx, cand], dim=1)
+        want = naive_attention(attn, x, isolation_mask(ctx_valid, n), positions, cap)
+        ctx_only, none = attn.attend_split(ctx, ctx_valid, ctx_positions, None, cand_position)
+    assert cand_out is not None and none is None
+    torch.testing.assert_close(ctx_out.to(F64), want[:, :ctx_len], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cand_out.to(F64), want[:, ctx_len:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ctx_only, ctx_out)
+
+
+def test_soft_cap_bounds_logits() -> None:
+    attn = Attention(layer_config(attn_logit_cap=3.0))
+    g = torch.Generator().manual_seed(11)
+    q = 50.0 * torch.randn(1, 2, 6, 16, generator=g)
+    k = 50.0 * torch.randn(1, 2, 5, 16, generator=g)
+    logits = attn._logits(q, k)
+    raw = (q.to(F64) @ k.to(F64).transpose(-1, -2)) / 4.0
+    assert raw.abs().max() > 30  # far beyond the cap
+    assert logits.abs().max() <= 3.0
+    torch.testing.assert_close(logits.to(F64), 3.0 * torch.tanh(raw / 3.0), rtol=1e-5, atol=1e-5)
+    uncapped = Attention(layer_config())._logits(q, k)
+    torch.testing.assert_close(uncapped.to(F64), raw, rtol=1e-5, atol=1e-3)
+
+
+def test_masked_logits_are_finite_so_an_all_masked_row_gives_no_nan() -> None:
+    assert math.isfinite(MASK_VALUE) and MASK_VALUE < -1e8
+    torch.manual_seed(12)
+    attn = Attention(layer_config())
+    x = torch.randn(1, 4, 64)
+    mask = torch.ones(1, 4, 4, dtype=torch.bool)
+    mask[0, 2] = False  # query 2 sees nothing
+    ctx_valid = torch.zeros(1, 4, dtype=torch.bool)  # no valid context at all
+    with torch.no_grad():
+        out = attn.attend_full_mask(x, mask, torch.arange(4))
+        ctx_out, cand_out = attn.attend_split(
+            x, ctx_valid, torch.arange(4), torch.randn(1, 2, 64), torch.tensor(5)
+        )
+    assert torch.isfinite(out).all() and torch.isfinite(ctx_out).all()
+    assert cand_out is not None and torch.isfinite(cand_out).all()
+
+
+def test_attention_has_no_biases() -> None:
+    attn = Attention(layer_config())
+    assert all(not name.endswith("bias") for name, _ in attn.named_parameters())
+
+
+# FFN, block, trunk ---------------------------------------------------------------------------
+@pytest.mark.parametrize("widening", [2.0, 1.3])
+def test_plain_ffn_is_down_gelu_tanh_up(widening: float) -> None:
+    config = layer_config(ffn_widening=widening)
+    torch.manual_seed(13)
+    ffn = FeedForward(config)
+    assert ffn.gate is None
+    assert ffn.up.weight.shape == (config.ffn_dim, 64)
+    assert ffn.down.weight.shape == (64, config.ffn_dim)
+    x = torch.randn(2, 5, 64)
+    up, down = ffn.up.weight.to(F64), ffn.down.weight.to(F64)
+    want = gelu_tanh_ref(x.to(F64) @ up.T) @ down.T
+    with torch.no_grad():
+        torch.testing.assert_close(ffn(x).to(F64), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gated_ffn_is_down_of_gelu_gate_times_up() -> None:
+    config = layer_config(gated_ffn=True)
+    torch.manual_seed(14)
+    ffn = FeedForward(config)
+    assert ffn.gate is not None
+    x = torch.randn(2, 5, 64)
+    x64 = x.to(F64)
+    gate, up, down = (m.weight.to(F64) for m in (ffn.gate, ffn.up, ffn.down))
+    want = (gelu_tanh_ref(x64 @ gate.T) * (x64 @ up.T)) @ down.T
+    with torch.no_grad():
+        torch.testing.assert_close(ffn(x).to(F64), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("post_norm", [False, True])
+def test_block_is_pre_norm_residual(post_norm: bool) -> None:
+    config = layer_config(post_sublayer_norm=post_norm)
+    torch.manual_seed(15)
+    block = Block(config)
+    g = torch.Generator().manual_seed(16)
+    with torch.no_grad():  # distinct scales, so swapped norms would show
+        for norm in (block.attn_norm, block.ffn_norm, block.attn_out_norm, block.ffn_out_norm):
+            if isinstance(norm, RMSNorm):
+                norm.scale.copy_(torch.rand(64, generator=g) + 0.5)
+    x = torch.randn(2, 6, 64, generator=g)
+    mask = random_mask(2, 6, g)
+    positions = torch.arange(6)
+
+    def out_norm(norm: torch.nn.Module, y: Tensor) -> Tensor:
+        return rms_norm_ref(y, norm.scale, 1e-5).float() if post_norm else y  # type: ignore[arg-type]
+
+    with torch.no_grad():
+        got = block.forward_full_mask(x, mask, positions)
+        a = block.attn.attend_full_mask(
+            rms_norm_ref(x, block.attn_norm.scale, 1e-5).float(), mask, positions
+        )
+        h = x + out_norm(block.attn_out_norm, a)
+        f = block.ffn(rms_norm_ref(h, block.ffn_norm.scale, 1e-5).float())
+        want = h + out_norm(block.ffn_out_norm, f)
+    assert isinstance(block.attn_out_norm, RMSNorm) == post_norm
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_trunk_ends_with_the_final_norm() -> None:
+    torch.manual_seed(17)
+    trunk = Trunk(layer_config(num_layers=3))
+    assert len(trunk.blocks) == 3
+    x = 2.0 * torch.randn(2, 6, 64)
+    with torch.no_grad():
+        out = trunk.forward_full_mask(x, torch.ones(2, 6, 6, dtype=torch.bool), torch.arange(6))
+    rms = out.to(F64).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("post_norm", [False, True])
+def test_trunk_split_equals_full_mask(post_norm: bool) -> None:
+    config = layer_config(num_layers=3, gated_ffn=True, post_sublayer_norm=post_norm)
+    torch.manual_seed(18)
+    trunk = Trunk(config)
+    g = torch.Generator().manual_seed(19)
+    ctx = torch.randn(2, 6, 64, generator=g)
+    cand = torch.randn(2, 4, 64, generator=g)
+    ctx_valid = torch.tensor([[True] * 6, [True, True, False, True, False, False]])
+    with torch.no_grad():
+        ctx_out, cand_out = trunk.forward_split(
+            ctx, ctx_valid, torch.arange(6), cand, torch.tensor(9)
+        )
+        ctx_only = trunk.forward_context(ctx, ctx_valid, torch.arange(6))
+        positions = torch.cat([torch.arange(6), torch.full((4,), 9)])
+        full = trunk.forward_full_mask(
+            torch.cat([ctx, cand], 1), isolation_mask(ctx_valid, 4), positions
+        )
+    torch.testing.assert_close(cand_out, full[:, 6:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ctx_out, full[:, :6], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ctx_only, ctx_out)
