@@ -43,7 +43,7 @@ class TokenEmbedder(nn.Module):
     def _rows(self, hashes: Tensor) -> Tensor:
         # [..., k] row indices -> [..., k * W] concatenated rows
         rows = self.table(hashes)
-        return rows.reshape(*hashes.shape[:-1], -1)
+        return rows.flatten(-2)  # not reshape(..., -1): that fails on an empty history
 
     def user_token(self, user_hash: Tensor) -> Tensor:
         """[B, 2] -> [B, 1, D]"""
