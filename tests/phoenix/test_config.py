@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -228,3 +229,13 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, PhoenixError)
     assert issubclass(ConfigError, ValueError) and issubclass(InputError, ValueError)
     assert not issubclass(ConfigError, InputError) and not issubclass(InputError, ConfigError)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IsADirectoryError,
+    reason="from_json_file lets OSErrors other than FileNotFoundError escape unwrapped",
+)
+def test_a_directory_path_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
+        get_config(tmp_path)

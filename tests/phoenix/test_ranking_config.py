@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,20 @@ def test_non_utf8_file_raises_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match=r"binary\.json"):
         RankingConfig.from_json_file(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IsADirectoryError,
+    reason="from_json_file lets OSErrors other than FileNotFoundError escape unwrapped",
+)
+def test_a_directory_path_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
+        RankingConfig.from_json_file(tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason="RankingConfig accepts NaN and infinite weights and factors")
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_weights_are_refused(value: float) -> None:
+    with pytest.raises(ValidationError, match="favorite"):
+        RankingConfig(weights={"favorite": value})
