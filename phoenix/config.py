@@ -23,7 +23,7 @@ RESERVED_ROWS = 64
 class ModelConfig(BaseModel):
     """Geometry of the Phoenix ranker and the two retrieval towers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     name: str = Field(min_length=1, description="Short name, e.g. 'tiny'.")
     emb_dim: int = Field(ge=8, le=16384, description="D: model width.")
@@ -115,6 +115,8 @@ class ModelConfig(BaseModel):
             raise ConfigError(f"config file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
         return cls.from_dict(data)
 
     def to_json(self) -> str:

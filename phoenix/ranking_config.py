@@ -63,14 +63,15 @@ _KNOWN_TARGETS = (*ACTIONS, DWELL_TIME)
 class RankingConfig(BaseModel):
     """Weights and factors that turn predicted probabilities into the feed order."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     weights: dict[str, float] = Field(
         default_factory=lambda: dict(AUGUST_2026_WEIGHTS),
         description="Weight per action (and dwell_time per second); missing actions weigh 0.",
     )
     reply_follow_back_bonus: float = Field(
-        default=15.0, description="Added to the reply weight for an original post whose author "
+        default=15.0,
+        description="Added to the reply weight for an original post whose author "
         "follows the viewer back.",
     )
     vqv_min_video_s: float = Field(
@@ -118,8 +119,10 @@ class RankingConfig(BaseModel):
             return cls.model_validate(json.loads(path.read_text()))
         except FileNotFoundError:
             raise ConfigError(f"ranking config not found: {path}") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read ranking config {path}: {exc}") from exc
         except ValidationError as exc:
             fields = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()

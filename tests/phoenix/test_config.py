@@ -231,11 +231,15 @@ def test_error_hierarchy() -> None:
     assert not issubclass(ConfigError, InputError) and not issubclass(InputError, ConfigError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="from_json_file lets OSErrors other than FileNotFoundError escape unwrapped",
-)
 def test_a_directory_path_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
         get_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("emb_dim", "128"), ("num_layers", True), ("gated_ffn", "yes")]
+)
+def test_values_of_the_wrong_type_are_not_coerced(field: str, value: object) -> None:
+    data = PRESETS["tiny"].model_dump() | {field: value}
+    with pytest.raises(ConfigError, match=field):
+        ModelConfig.from_dict(data)

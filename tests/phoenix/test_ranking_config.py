@@ -198,11 +198,6 @@ def test_bad_json_raises_config_error(tmp_path: Path) -> None:
         RankingConfig.from_json_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="RankingConfig.from_json_file does not catch UnicodeDecodeError (ModelConfig does)",
-)
 def test_non_utf8_file_raises_config_error(tmp_path: Path) -> None:
     path = tmp_path / "binary.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
@@ -210,17 +205,11 @@ def test_non_utf8_file_raises_config_error(tmp_path: Path) -> None:
         RankingConfig.from_json_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="from_json_file lets OSErrors other than FileNotFoundError escape unwrapped",
-)
 def test_a_directory_path_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
         RankingConfig.from_json_file(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="RankingConfig accepts NaN and infinite weights and factors")
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_weights_are_refused(value: float) -> None:
     with pytest.raises(ValidationError, match="favorite"):

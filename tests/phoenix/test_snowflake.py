@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from phoenix.errors import InputError
 from phoenix.snowflake import TWITTER_EPOCH_MS, age_ms, created_ms, snowflake_id
 
 EPOCH_MS = 1288834974657  # 2010-11-04T01:42:54.657Z
@@ -80,3 +81,10 @@ def test_bad_sequence_raises(seq: object) -> None:
 def test_pre_epoch_time_raises(ms: object) -> None:
     with pytest.raises(ValueError, match="created_at_ms"):
         snowflake_id(ms)
+
+
+def test_times_beyond_41_bits_are_refused_not_wrapped() -> None:
+    last_ok = TWITTER_EPOCH_MS + (1 << 41) - 1
+    assert int(snowflake_id(last_ok)) > 0
+    with pytest.raises(InputError, match=r"^created_at_ms:"):
+        snowflake_id(last_ok + 1)
