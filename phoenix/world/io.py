@@ -15,16 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from phoenix.errors import WorldError
-from phoenix.world.schema import META_FILE, TABLES
+from phoenix.world.schema import FORMAT_VERSION, META_FILE, TABLES, table_path
 
-#: Version of the on-disk layout, written to world.json as `schema_version`. Bump it when a table
-#: gains, loses or retypes a column, so an old world is refused with a clear message.
-FORMAT_VERSION = 1
-
-
-def table_path(world_dir: Path, name: str) -> Path:
-    """Where table `name` lives inside a world directory."""
-    return Path(world_dir) / f"{name}.parquet"
+__all__ = ["FORMAT_VERSION", "World", "load_world", "table_path"]
 
 
 @dataclass(frozen=True, eq=False)

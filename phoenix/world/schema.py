@@ -6,9 +6,15 @@ orchestrator's stores: table names, column names and Arrow types live here and n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 
 from phoenix.actions import ACTIONS
+
+#: Version of the on-disk layout, written to world.json as `schema_version`. Bump it when a table
+#: gains, loses or retypes a column, so an old world is refused with a clear message.
+FORMAT_VERSION = 1
 
 #: Post kinds, stored as int8 in `posts.kind`.
 ORIGINAL, REPLY, REPOST = 0, 1, 2
@@ -40,7 +46,7 @@ POSTS = pa.schema(
         ("parent_id", pa.int64()),  # replied-to post, 0 unless kind == REPLY
         ("reposted_id", pa.int64()),  # reposted original, 0 unless kind == REPOST
         ("conversation_id", pa.int64()),  # root post of the thread (own id for a root)
-        ("is_video", pa.bool_()),
+        ("is_video", pa.bool_()),  # a repost of a video counts as a video
         ("video_duration_s", pa.float32()),  # 0 unless is_video
         ("text", pa.string()),  # real words, topic-dependent; empty for a plain repost
     ]
@@ -70,3 +76,8 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 META_FILE = "world.json"
+
+
+def table_path(world_dir: Path, name: str) -> Path:
+    """Where table `name` lives inside a world directory."""
+    return Path(world_dir) / f"{name}.parquet"
