@@ -33,14 +33,14 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ranker_steps: int = Field(default=600, ge=0, description="Ranker optimisation steps.")
-    retrieval_steps: int = Field(default=400, ge=0, description="Two-tower optimisation steps.")
+    retrieval_steps: int = Field(default=200, ge=0, description="Two-tower optimisation steps.")
     max_seconds: float | None = Field(
         default=None, gt=0, description="Wall-clock budget for both stages, split by step counts."
     )
     viewers_per_batch: int = Field(default=32, ge=1)
     candidates_per_viewer: int = Field(default=32, ge=1)
-    retrieval_batch: int = Field(default=256, ge=2)
-    learning_rate: float = Field(default=3e-3, gt=0, lt=1)
+    retrieval_batch: int = Field(default=128, ge=2)
+    learning_rate: float = Field(default=1e-2, gt=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     temperature: float = Field(default=0.05, gt=0, description="In-batch softmax temperature.")
     dwell_loss_weight: float = Field(default=1.0, ge=0)

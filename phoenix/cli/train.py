@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="tiny", help="preset (tiny, mini, nano, prod) or JSON file")
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=600, help="ranker steps (default 600)")
-    p.add_argument("--retrieval-steps", type=int, default=400, help="tower steps (default 400)")
+    p.add_argument("--retrieval-steps", type=int, default=200, help="tower steps (default 200)")
     p.add_argument(
         "--max-seconds",
         type=float,
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-viewers", type=int, default=32, help="viewers per ranker batch")
     p.add_argument("--candidates", type=int, default=32, help="impressions per viewer per batch")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (AdamW)")
     p.add_argument("--holdout-hours", type=float, default=24.0, help="target window length")
     p.add_argument("--test-fraction", type=float, default=0.2, help="targets held out for eval")
     p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
