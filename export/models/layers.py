@@ -1,10 +1,10 @@
 """Transformer building blocks shared by the ranker and the user tower (DESIGN.md 4.3).
 
-Every attention call takes a *context* (the user token and the history, which attend to each other
-in both directions) and optional *candidates* (each attends to the valid context and to itself,
-never to another candidate). `attend_full_mask` is the plain reference over the concatenated
-sequence; `attend_split` computes the same thing in O(L^2 + C*L) by letting each candidate's query
-read the context keys plus its own key. Both must agree to 1e-5.
+A sequence is a *context* (the user token and the history, which attend to each other in both
+directions) followed by zero or more *candidates* (each attends to the valid context and to itself,
+never to another candidate). `attend_full_mask` is the plain reference with an explicit mask;
+`attend_split` computes the same thing in O(L^2 + C*L) by letting each candidate's query read the
+context keys plus its own key. Both must agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -75,10 +75,13 @@ class Attention(nn.Module):
 
     def _logits(self, q: Tensor, k: Tensor) -> Tensor:
         """Scaled, optionally soft-capped logits in fp32. q: [B,Hkv,G*Tq,dk], k: [B,Hkv,Tk,dk]."""
-        logits = torch.matmul(q, k.transpose(-1, -2)).float() / math.sqrt(self.key_size)
-        if self.logit_cap is not None:
-            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
-        return logits
+        return self._cap(torch.matmul(q, k.transpose(-1, -2)).float() / math.sqrt(self.key_size))
+
+    def _cap(self, logits: Tensor) -> Tensor:
+        """Optional soft cap `c * tanh(x / c)`."""
+        if self.logit_cap is None:
+            return logits
+        return self.logit_cap * torch.tanh(logits / self.logit_cap)
 
     def _group_queries(self, q: Tensor) -> Tensor:
         # [B, Hq, T, dk] -> [B, Hkv, G*T, dk]: the G query heads sharing one kv head side by side.
@@ -91,44 +94,42 @@ class Attention(nn.Module):
         out = out.reshape(b, self.num_q_heads, t, self.key_size).transpose(1, 2)
         return self.o_proj(out.reshape(b, t, self.num_q_heads * self.key_size))
 
-    def attend_split(
-        self,
-        ctx: Tensor,
-        ctx_valid: Tensor,
-        ctx_positions: Tensor,
-        cand: Tensor | None,
-        cand_position: Tensor,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Context self-attention, then candidates over (context keys + own key).
+    def attend_split(self, x: Tensor, ctx_valid: Tensor, positions: Tensor) -> Tensor:
+        """Context self-attention plus isolated candidates, in O(L^2 + C*L).
 
-        ctx: [B, L, D]; ctx_valid: [B, L] bool; cand: [B, C, D] or None.
+        x: [B, L+C, D], the context (user + history, L = ctx_valid.shape[1]) then C candidates
+        (C may be 0); ctx_valid: [B, L] bool; positions: [L+C]. Projections run once over the
+        whole sequence; only the attention itself is split: the context attends to the valid
+        context, and each candidate's query reads the context keys plus its own key.
         """
-        ctx_len = ctx.shape[1]
-        q = self._group_queries(self._heads(ctx, self.q_proj, self.num_q_heads, ctx_positions))
-        k = self._heads(ctx, self.k_proj, self.num_kv_heads, ctx_positions)  # [B, Hkv, L, dk]
-        v = self._heads(ctx, self.v_proj, self.num_kv_heads, None)
+        ctx_len, total = ctx_valid.shape[1], x.shape[1]
+        q = self._group_queries(self._heads(x, self.q_proj, self.num_q_heads, positions))
+        k = self._heads(x, self.k_proj, self.num_kv_heads, positions)  # [B, Hkv, T, dk]
+        v = self._heads(x, self.v_proj, self.num_kv_heads, None)
+        b, g = x.shape[0], self.group
+        q = q.view(b, self.num_kv_heads, g, total, self.key_size)
+        q_ctx = q[:, :, :, :ctx_len].reshape(b, self.num_kv_heads, g * ctx_len, self.key_size)
+        k_ctx, v_ctx = k[:, :, :ctx_len], v[:, :, :ctx_len]
         key_mask = ctx_valid[:, None, None, :]  # [B, 1, 1, L]
-        logits = self._logits(q, k).masked_fill(~key_mask, MASK_VALUE)  # [B, Hkv, G*L, L]
-        weights = logits.softmax(dim=-1).to(v.dtype)
-        ctx_out = self._merge_heads(torch.matmul(weights, v), ctx_len)
-        if cand is None:
-            return ctx_out, None
 
-        n = cand.shape[1]
-        cand_pos = cand_position.expand(n)
-        qc = self._group_queries(self._heads(cand, self.q_proj, self.num_q_heads, cand_pos))
-        kc = self._heads(cand, self.k_proj, self.num_kv_heads, cand_pos)  # [B, Hkv, C, dk]
-        vc = self._heads(cand, self.v_proj, self.num_kv_heads, None)
-        # Each candidate's own key, repeated for the G query heads of its kv head.
-        kc_g = kc.unsqueeze(2).expand(-1, -1, self.group, -1, -1).reshape(qc.shape)
-        vc_g = vc.unsqueeze(2).expand(-1, -1, self.group, -1, -1).reshape(qc.shape)
-        ctx_logits = self._logits(qc, k).masked_fill(~key_mask, MASK_VALUE)  # [B, Hkv, G*C, L]
-        self_logits = (qc * kc_g).sum(-1, keepdim=True).float() / math.sqrt(self.key_size)
-        if self.logit_cap is not None:
-            self_logits = self.logit_cap * torch.tanh(self_logits / self.logit_cap)
-        weights = torch.cat([ctx_logits, self_logits], dim=-1).softmax(dim=-1).to(v.dtype)
-        cand_out = torch.matmul(weights[..., :ctx_len], v) + weights[..., ctx_len:] * vc_g
-        return ctx_out, self._merge_heads(cand_out, n)
+        logits = self._logits(q_ctx, k_ctx).masked_fill(~key_mask, MASK_VALUE)  # [B,Hkv,G*L,L]
+        ctx_out = torch.matmul(logits.softmax(dim=-1).to(v.dtype), v_ctx)
+        ctx_out = ctx_out.view(b, self.num_kv_heads, g, ctx_len, self.key_size)
+        if total == ctx_len:
+            return self._merge_heads(ctx_out.flatten(2, 3), total)
+
+        n = total - ctx_len
+        q_c = q[:, :, :, ctx_len:]  # [B, Hkv, G, C, dk]
+        k_c, v_c = k[:, :, None, ctx_len:], v[:, :, None, ctx_len:]  # [B, Hkv, 1, C, dk]
+        ctx_logits = self._logits(q_c.reshape(b, self.num_kv_heads, g * n, self.key_size), k_ctx)
+        ctx_logits = ctx_logits.masked_fill(~key_mask, MASK_VALUE)  # [B, Hkv, G*C, L]
+        self_logits = self._cap((q_c * k_c).sum(-1).float() / math.sqrt(self.key_size))
+        weights = torch.cat([ctx_logits, self_logits.reshape(b, self.num_kv_heads, g * n, 1)], -1)
+        weights = weights.softmax(dim=-1).to(v.dtype)
+        cand_out = torch.matmul(weights[..., :ctx_len], v_ctx).view(q_c.shape)
+        cand_out = cand_out + weights[..., ctx_len:].view(*q_c.shape[:-1], 1) * v_c
+        out = torch.cat([ctx_out, cand_out], dim=3)  # [B, Hkv, G, T, dk]
+        return self._merge_heads(out.flatten(2, 3), total)
 
     def attend_full_mask(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
         """Reference: attention over the whole sequence with an explicit [B, T, T] mask."""
@@ -176,25 +177,9 @@ class Block(nn.Module):
     def _ffn(self, h: Tensor) -> Tensor:
         return h + self.ffn_out_norm(self.ffn(self.ffn_norm(h)))
 
-    def forward_split(
-        self,
-        ctx: Tensor,
-        ctx_valid: Tensor,
-        ctx_positions: Tensor,
-        cand: Tensor | None,
-        cand_position: Tensor,
-    ) -> tuple[Tensor, Tensor | None]:
-        ctx_attn, cand_attn = self.attn.attend_split(
-            self.attn_norm(ctx),
-            ctx_valid,
-            ctx_positions,
-            None if cand is None else self.attn_norm(cand),
-            cand_position,
-        )
-        ctx = self._ffn(ctx + self.attn_out_norm(ctx_attn))
-        if cand is None or cand_attn is None:
-            return ctx, None
-        return ctx, self._ffn(cand + self.attn_out_norm(cand_attn))
+    def forward_split(self, x: Tensor, ctx_valid: Tensor, positions: Tensor) -> Tensor:
+        x = x + self.attn_out_norm(self.attn.attend_split(self.attn_norm(x), ctx_valid, positions))
+        return self._ffn(x)
 
     def forward_full_mask(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
         x = x + self.attn_out_norm(self.attn.attend_full_mask(self.attn_norm(x), mask, positions))
@@ -209,30 +194,11 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_norm = RMSNorm(config.emb_dim, config.norm_eps)
 
-    def forward_split(
-        self,
-        ctx: Tensor,
-        ctx_valid: Tensor,
-        ctx_positions: Tensor,
-        cand: Tensor,
-        cand_position: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """Context and candidates through every block; both normed. cand: [B, C, D]."""
-        cand_out: Tensor | None = cand
+    def forward_split(self, x: Tensor, ctx_valid: Tensor, positions: Tensor) -> Tensor:
+        """`[context | candidates]` with the split attention; x: [B, L+C, D], C may be 0."""
         for block in self.blocks:
-            ctx, cand_out = block.forward_split(
-                ctx, ctx_valid, ctx_positions, cand_out, cand_position
-            )
-        if cand_out is None:  # unreachable: blocks return candidates when given them
-            raise RuntimeError("trunk lost the candidate stream")
-        return self.final_norm(ctx), self.final_norm(cand_out)
-
-    def forward_context(self, ctx: Tensor, ctx_valid: Tensor, ctx_positions: Tensor) -> Tensor:
-        """Context only (the user tower): no candidates."""
-        unused = torch.zeros((), dtype=torch.long, device=ctx.device)
-        for block in self.blocks:
-            ctx, _ = block.forward_split(ctx, ctx_valid, ctx_positions, None, unused)
-        return self.final_norm(ctx)
+            x = block.forward_split(x, ctx_valid, positions)
+        return self.final_norm(x)
 
     def forward_full_mask(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
         for block in self.blocks:

@@ -60,28 +60,32 @@ class PhoenixRanker(nn.Module):
         inputs.validate(self.config)
         ctx, ctx_valid = self.embed.context(inputs.history)  # [B, L, D], [B, L]
         cand = self.embed.candidates(inputs.candidates)  # [B, C, D]
-        ctx_positions = torch.arange(ctx.shape[1], device=ctx.device)
-        cand_position = torch.tensor(self.config.sequence_len, device=ctx.device)
-        _, cand_out = self.trunk.forward_split(ctx, ctx_valid, ctx_positions, cand, cand_position)
-        return self._heads(cand_out)
+        ctx_len = ctx.shape[1]
+        out = self.trunk.forward_split(
+            torch.cat([ctx, cand], dim=1), ctx_valid, self._positions(ctx_len, cand.shape[1])
+        )
+        return self._heads(out[:, ctx_len:])
 
     def forward_reference(self, inputs: RankerInputs) -> RankerOutput:
         """Full-mask reference over the whole sequence; the fast form is tested against it."""
         inputs.validate(self.config)
         ctx, ctx_valid = self.embed.context(inputs.history)
         cand = self.embed.candidates(inputs.candidates)
-        ctx_len = ctx.shape[1]
-        n = cand.shape[1]
+        ctx_len, n = ctx.shape[1], cand.shape[1]
         x = torch.cat([ctx, cand], dim=1)  # [B, L+C, D]
         mask = candidate_isolation_mask(ctx_valid, n)  # [B, L+C, L+C]
-        positions = torch.cat(
+        out = self.trunk.forward_full_mask(x, mask, self._positions(ctx_len, n))
+        return self._heads(out[:, ctx_len:])
+
+    def _positions(self, ctx_len: int, num_candidates: int) -> Tensor:
+        """Slot index for user and history; `config.sequence_len` for every candidate."""
+        device = self.unembed.weight.device
+        return torch.cat(
             [
-                torch.arange(ctx_len, device=x.device),
-                torch.full((n,), self.config.sequence_len, device=x.device),
+                torch.arange(ctx_len, device=device),
+                torch.full((num_candidates,), self.config.sequence_len, device=device),
             ]
         )
-        out = self.trunk.forward_full_mask(x, mask, positions)
-        return self._heads(out[:, ctx_len:])
 
 
 def candidate_isolation_mask(ctx_valid: Tensor, num_candidates: int) -> Tensor:

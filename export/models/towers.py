@@ -44,7 +44,7 @@ class RetrievalModel(nn.Module):
         history.validate(self.config)
         ctx, valid = self.embed.context(history)  # [B, L, D], [B, L]
         positions = torch.arange(ctx.shape[1], device=ctx.device)
-        out = self.user_trunk.forward_context(ctx, valid, positions)
+        out = self.user_trunk.forward_split(ctx, valid, positions)
         weights = valid.to(out.dtype).unsqueeze(-1)  # [B, L, 1]
         pooled = (out * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # mean over valid
         return F.normalize(pooled.float(), dim=-1)

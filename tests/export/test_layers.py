@@ -241,13 +241,13 @@ def test_split_attention_equals_naive_attention_with_candidate_isolation(
     ctx_valid[2, 1:] = False  # only the user token
     ctx_positions = torch.arange(ctx_len)
     cand_position = torch.tensor(9)
+    positions = torch.cat([ctx_positions, cand_position.expand(n)])
+    x = torch.cat([ctx, cand], dim=1)
     with torch.no_grad():
-        ctx_out, cand_out = attn.attend_split(ctx, ctx_valid, ctx_positions, cand, cand_position)
-        positions = torch.cat([ctx_positions, torch.full((n,), 9)])
-        x = torch.cat([ctx, cand], dim=1)
+        out = attn.attend_split(x, ctx_valid, positions)
         want = naive_attention(attn, x, isolation_mask(ctx_valid, n), positions, cap)
-        ctx_only, none = attn.attend_split(ctx, ctx_valid, ctx_positions, None, cand_position)
-    assert cand_out is not None and none is None
+        ctx_only = attn.attend_split(ctx, ctx_valid, ctx_positions)
+    ctx_out, cand_out = out[:, :ctx_len], out[:, ctx_len:]
     torch.testing.assert_close(ctx_out.to(F64), want[:, :ctx_len], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cand_out.to(F64), want[:, ctx_len:], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ctx_only, ctx_out)
@@ -277,11 +277,10 @@ def test_masked_logits_are_finite_so_an_all_masked_row_gives_no_nan() -> None:
     ctx_valid = torch.zeros(1, 4, dtype=torch.bool)  # no valid context at all
     with torch.no_grad():
         out = attn.attend_full_mask(x, mask, torch.arange(4))
-        ctx_out, cand_out = attn.attend_split(
-            x, ctx_valid, torch.arange(4), torch.randn(1, 2, 64), torch.tensor(5)
+        split = attn.attend_split(
+            torch.cat([x, torch.randn(1, 2, 64)], 1), ctx_valid, torch.tensor([0, 1, 2, 3, 5, 5])
         )
-    assert torch.isfinite(out).all() and torch.isfinite(ctx_out).all()
-    assert cand_out is not None and torch.isfinite(cand_out).all()
+    assert torch.isfinite(out).all() and torch.isfinite(split).all()
 
 
 def test_attention_has_no_biases() -> None:
@@ -368,11 +367,10 @@ def test_trunk_split_equals_full_mask(post_norm: bool) -> None:
     cand = torch.randn(2, 4, 64, generator=g)
     ctx_valid = torch.tensor([[True] * 6, [True, True, False, True, False, False]])
     with torch.no_grad():
-        ctx_out, cand_out = trunk.forward_split(
-            ctx, ctx_valid, torch.arange(6), cand, torch.tensor(9)
-        )
-        ctx_only = trunk.forward_context(ctx, ctx_valid, torch.arange(6))
         positions = torch.cat([torch.arange(6), torch.full((4,), 9)])
+        split = trunk.forward_split(torch.cat([ctx, cand], 1), ctx_valid, positions)
+        ctx_out, cand_out = split[:, :6], split[:, 6:]
+        ctx_only = trunk.forward_split(ctx, ctx_valid, torch.arange(6))
         full = trunk.forward_full_mask(
             torch.cat([ctx, cand], 1), isolation_mask(ctx_valid, 4), positions
         )
