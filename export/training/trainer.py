@@ -170,6 +170,7 @@ def _optimise(model, name, steps, seconds, settings, progress, loss_fn) -> Stage
     done = 0
     # disable=None: a live bar on a terminal, none in CI logs (the summary line is logged).
     bar = tqdm(total=steps, desc=f"train {name}", unit="step", disable=None if progress else True)
+    log_every = max(1, steps // 10)
     with bar:
         for step in range(1, steps + 1):
             done = step
@@ -183,6 +184,8 @@ def _optimise(model, name, steps, seconds, settings, progress, loss_fn) -> Stage
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             bar.update()
             bar.set_postfix(loss=f"{ema:.4f}")
+            if bar.disable and step % log_every == 0:  # no live bar: a line per tenth instead
+                log.info("%s: step %d/%d, loss %.4f", name, step, steps, ema)
             if seconds is not None and time.perf_counter() - start >= seconds:
                 break
     elapsed = time.perf_counter() - start

@@ -106,14 +106,17 @@ def test_a_short_training_run_beats_an_untrained_model(data: TrainingData) -> No
 
 
 def test_cli_train_then_eval(
-    world_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    world_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("INFO")
     ckpt = tmp_path / "ckpt"
     args = ["train", "--world", str(world_dir), "--out", str(ckpt), "--steps", "3"]
     assert main([*args, "--retrieval-steps", "2", "--test-fraction", "0.3"]) == 0
     loaded = load_checkpoint(ckpt)
     assert loaded.metadata["split"]["test_fraction"] == 0.3
     assert loaded.metadata["results"]["ranker"]["steps"] == 3
+    # no terminal here, so progress is logged as lines instead of a live bar
+    assert "ranker: step 3/3" in caplog.text
 
     assert main(["eval", "--world", str(world_dir), "--checkpoint", str(ckpt), "--k", "5"]) == 0
     out = capsys.readouterr().out
