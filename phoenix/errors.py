@@ -5,7 +5,8 @@ the offending field, so callers can map them to CLI messages or HTTP statuses in
     ├── ConfigError       a configuration value is missing, malformed or inconsistent
     ├── InputError        a tensor or request does not match what the model expects
     ├── CheckpointError   a checkpoint directory is missing, malformed or does not fit its config
-    └── WorldError        a synthetic-world directory is missing or malformed
+    ├── WorldError        a synthetic-world directory is missing or malformed
+    └── ExportError       a model cannot be exported, or its exported graph disagrees with PyTorch
 """
 
 from __future__ import annotations
@@ -29,3 +30,7 @@ class CheckpointError(PhoenixError):
 
 class WorldError(PhoenixError):
     """A synthetic-world directory cannot be read or written."""
+
+
+class ExportError(PhoenixError):
+    """A model cannot be exported, or the exported graph does not match PyTorch or its contract."""
