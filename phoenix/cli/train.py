@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
             holdout_hours=args.holdout_hours, test_fraction=args.test_fraction, seed=args.seed
         )
     except ValidationError as exc:
-        raise ConfigError(_option_errors(exc)) from exc
+        raise ConfigError(option_errors(exc, _OPTION_NAMES)) from exc
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("--threads must be at least 1")
@@ -96,18 +97,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _option_errors(exc: ValidationError) -> str:
-    """Pydantic field names back to the command's option names."""
-    names = {
-        "ranker_steps": "--steps",
-        "retrieval_steps": "--retrieval-steps",
-        "max_seconds": "--max-seconds",
-        "viewers_per_batch": "--batch-viewers",
-        "candidates_per_viewer": "--candidates",
-        "learning_rate": "--lr",
-        "holdout_hours": "--holdout-hours",
-        "test_fraction": "--test-fraction",
-    }
-    return "; ".join(
-        f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors()
-    )
+#: Settings fields whose option name differs from `--field-name`.
+_OPTION_NAMES = {
+    "ranker_steps": "--steps",
+    "viewers_per_batch": "--batch-viewers",
+    "candidates_per_viewer": "--candidates",
+    "learning_rate": "--lr",
+}

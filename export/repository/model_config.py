@@ -1,0 +1,102 @@
+"""config.pbtxt for each target, built as Triton's own `ModelConfig` protobuf.
+
+Building the message with the schema that tritonclient ships (rather than formatting text by hand)
+means every generated file is known to parse, and a misspelt field fails at export time.
+
+Targets:
+- `cpu`: Python backend running ONNX Runtime (`python_model.py`), for the `tritonserver` binary
+  carried by nvidia-pytriton (Python backend only);
+- `onnxruntime`: the ONNX Runtime backend of NVIDIA's Triton container, loading `model.onnx`;
+- `tensorrt`: the TensorRT backend of the container, loading `model.plan` (GPU only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Protocol
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+
+class Target(str, Enum):
+    CPU = "cpu"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+#: The file each target's version directory serves.
+MODEL_FILES = {
+    Target.CPU: "model.onnx",
+    Target.ONNXRUNTIME: "model.onnx",
+    Target.TENSORRT: "model.plan",
+}
+
+_DTYPES = {
+    "int64": mc.TYPE_INT64,
+    "int32": mc.TYPE_INT32,
+    "float32": mc.TYPE_FP32,
+    "float16": mc.TYPE_FP16,
+    "bfloat16": mc.TYPE_BF16,
+    "bool": mc.TYPE_BOOL,
+}
+
+
+class TensorLike(Protocol):
+    """What the config needs of a tensor: its name, numpy dtype name and per-item shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def build_model_config(
+    name: str,
+    target: Target,
+    inputs: Sequence[TensorLike],
+    outputs: Sequence[TensorLike],
+    *,
+    max_batch_size: int,
+    max_queue_delay_us: int = 2000,
+    instances: int = 1,
+) -> mc.ModelConfig:
+    """The ModelConfig of one model: batched, dynamically batched, serving the latest version."""
+    config = mc.ModelConfig(name=name, max_batch_size=max_batch_size)
+    if target is Target.CPU:
+        config.backend = "python"
+    elif target is Target.ONNXRUNTIME:
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = MODEL_FILES[target]
+    else:
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = MODEL_FILES[target]
+    for spec in inputs:
+        config.input.add(name=spec.name, data_type=_dtype(spec), dims=list(spec.shape))
+    for spec in outputs:
+        config.output.add(name=spec.name, data_type=_dtype(spec), dims=list(spec.shape))
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    config.version_policy.latest.num_versions = 1
+    kind = {
+        Target.CPU: mc.ModelInstanceGroup.KIND_CPU,
+        Target.ONNXRUNTIME: mc.ModelInstanceGroup.KIND_AUTO,
+        Target.TENSORRT: mc.ModelInstanceGroup.KIND_GPU,
+    }[target]
+    config.instance_group.add(count=instances, kind=kind)
+    return config
+
+
+def to_pbtxt(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse_pbtxt(text: str) -> mc.ModelConfig:
+    """Parse config.pbtxt text; raises google.protobuf.text_format.ParseError when malformed."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def _dtype(spec: TensorLike) -> int:
+    try:
+        return _DTYPES[spec.dtype]
+    except KeyError:
+        raise ValueError(f"{spec.name}: dtype {spec.dtype!r} has no Triton type") from None

@@ -1,0 +1,1 @@
+"""TensorRT engines from the exported ONNX graphs (GPU hosts with TensorRT only)."""

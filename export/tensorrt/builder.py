@@ -1,0 +1,156 @@
+"""Building a TensorRT engine (`model.plan`) from an exported ONNX graph.
+
+Written against the public TensorRT 10 Python API. TensorRT cannot be installed on every machine
+(it is not on PyPI proper and needs an NVIDIA GPU), so `require_tensorrt` fails first, with the
+reason and the way out, and everything that does not need TensorRT itself (profiles, metadata,
+config) is plain Python tested everywhere.
+
+Precision: fp16 or bf16 for the matrix work, with the layers where precision matters kept in fp32:
+softmax and every layer of the RMSNorms (the exported node names carry the module path, e.g.
+`/trunk/blocks.0/attn_norm/ReduceMean`), under PREFER_PRECISION_CONSTRAINTS. A timing cache file
+is read before and written after the build, so rebuilding the same shapes on the same GPU is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from export.repository.model_config import TensorLike
+from export.tensorrt.profiles import ProfileLimits, shape_ranges
+from phoenix.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_FP32_NAME_PARTS = ("norm",)
+
+
+def require_tensorrt() -> Any:
+    """The `tensorrt` module, or an ExportError saying why a TensorRT build cannot run here."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ExportError(
+            "--target tensorrt needs TensorRT's Python package and an NVIDIA GPU, and `tensorrt` "
+            "does not import here. Build inside NVIDIA's Triton container (it ships TensorRT), or "
+            "install tensorrt-cu12/-cu13 from NVIDIA's index on a GPU host; on this machine use "
+            "--target cpu (or --target onnxruntime for the container's ONNX Runtime backend)."
+        ) from None
+    if not _gpu_present():
+        raise ExportError(
+            f"TensorRT {trt.__version__} imports but no NVIDIA GPU is visible: engines are "
+            "built for the GPU that builds them. Run the export on the serving GPU host."
+        )
+    return trt
+
+
+def _gpu_present() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@dataclass(frozen=True)
+class EngineMetadata:
+    """Written beside the plan as `engine.json`."""
+
+    tensorrt_version: str
+    gpu: str
+    precision: str
+    profiles: dict[str, dict[str, list[int]]]
+    build_seconds: float
+    onnx_file: str
+
+
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    inputs: Sequence[TensorLike],
+    limits: ProfileLimits,
+    *,
+    precision: str = "fp16",
+    timing_cache: Path | None = None,
+    workspace_gib: float = 8.0,
+) -> EngineMetadata:
+    """Parse the ONNX graph, build a serialized engine with one profile, write plan + metadata."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    trt = require_tensorrt()
+    started = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision != "fp32":
+        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        _keep_sensitive_layers_fp32(trt, network)
+
+    ranges = shape_ranges(inputs, limits)
+    profile = builder.create_optimization_profile()
+    for name, r in ranges.items():
+        profile.set_shape(name, r.min, r.opt, r.max)
+    config.add_optimization_profile(profile)
+
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
+    plan_path.write_bytes(bytes(serialized))
+    if timing_cache is not None:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+    metadata = EngineMetadata(
+        tensorrt_version=trt.__version__,
+        gpu=_gpu_name(),
+        precision=precision,
+        profiles={n: {k: list(v) for k, v in asdict(r).items()} for n, r in ranges.items()},
+        build_seconds=round(time.perf_counter() - started, 1),
+        onnx_file=onnx_path.name,
+    )
+    (plan_path.parent / "engine.json").write_text(json.dumps(asdict(metadata), indent=2) + "\n")
+    log.info("built %s (%s) in %.1f s", plan_path, precision, metadata.build_seconds)
+    return metadata
+
+
+def _keep_sensitive_layers_fp32(trt: Any, network: Any) -> None:
+    """Softmax and RMSNorm layers compute in fp32 whatever the engine's precision."""
+    kept = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type == trt.LayerType.SOFTMAX or any(
+            p in layer.name.lower() for p in _FP32_NAME_PARTS
+        ):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                if layer.get_output(j).dtype in (trt.float16, trt.bfloat16, trt.float32):
+                    layer.set_output_type(j, trt.float32)
+            kept += 1
+    log.info("kept %d of %d layers in fp32 (softmax and norms)", kept, network.num_layers)
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    except Exception:  # metadata only: never fail a finished build over the GPU's name
+        return "unknown"
