@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
 
 from export.checkpoint import load_checkpoint
 from export.onnx.exporter import export_onnx, verify_onnx
@@ -74,7 +75,8 @@ def export_repository(
     repository.mkdir(parents=True, exist_ok=True)
     published = []
     with tempfile.TemporaryDirectory(prefix="phoenix-export-") as work:
-        for name in MODEL_NAMES:
+        # disable=None: a bar on a terminal; in logs and CI the per-model log lines suffice.
+        for name in tqdm(MODEL_NAMES, desc="export", unit="model", disable=None):
             onnx_path = Path(work) / name / "model.onnx"
             onnx_path.parent.mkdir()
             export_onnx(name, checkpoint, config, onnx_path, max_candidates=settings.max_candidates)
