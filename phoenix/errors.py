@@ -6,7 +6,8 @@ the offending field, so callers can map them to CLI messages or HTTP statuses in
     ├── InputError        a tensor or request does not match what the model expects
     ├── CheckpointError   a checkpoint directory is missing, malformed or does not fit its config
     ├── WorldError        a synthetic-world directory is missing or malformed
-    └── ExportError       a model cannot be exported, or its exported graph disagrees with PyTorch
+    ├── ExportError       a model cannot be exported, or its exported graph disagrees with PyTorch
+    └── ServingError      the Triton server or a served model cannot start or answer
 """
 
 from __future__ import annotations
@@ -34,3 +35,7 @@ class WorldError(PhoenixError):
 
 class ExportError(PhoenixError):
     """A model cannot be exported, or the exported graph does not match PyTorch or its contract."""
+
+
+class ServingError(PhoenixError):
+    """The Triton server or a served model cannot start or answer."""

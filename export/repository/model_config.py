@@ -62,6 +62,9 @@ def build_model_config(
     instances: int = 1,
 ) -> mc.ModelConfig:
     """The ModelConfig of one model: batched, dynamically batched, serving the latest version."""
+    if max_batch_size < 1:
+        # Every tensor spec leaves the batch dimension out; 0 would make Triton read them unbatched.
+        raise ValueError(f"{name}: max_batch_size must be at least 1, got {max_batch_size}")
     config = mc.ModelConfig(name=name, max_batch_size=max_batch_size)
     if target is Target.CPU:
         config.backend = "python"
@@ -75,6 +78,7 @@ def build_model_config(
         config.input.add(name=spec.name, data_type=_dtype(spec), dims=list(spec.shape))
     for spec in outputs:
         config.output.add(name=spec.name, data_type=_dtype(spec), dims=list(spec.shape))
+    config.dynamic_batching.SetInParent()  # present even when every field keeps its default
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     config.version_policy.latest.num_versions = 1
     kind = {

@@ -7,9 +7,12 @@ version must keep working whatever the installed project version is.
 
 `io.json` lists the inputs (name, dtype, shape without the batch dim, and for row-index inputs the
 valid row ranges) and outputs. Triton itself checks names, dtypes and ranks against config.pbtxt;
-this model checks what Triton cannot: index values (rows outside an entity's block, surfaces out
-of range, actions not 0/1) and the candidate limit, and answers each bad request with an error
-that names the field, without failing the other requests of the batch.
+this model checks what Triton cannot: that the inputs of a request agree with each other (one
+batch size, one candidate count), index values (rows outside an entity's block, surfaces out of
+range, actions not 0/1) and the candidate limit, and answers each bad request with an error that
+names the field, without failing the other requests of the batch. (It checks dtypes and fixed
+dimensions again, cheaply: a request that slipped through would otherwise break the whole group
+it is concatenated with.)
 
 Dynamic batching hands `execute` several requests at once; requests whose tensors have the same
 shapes (the orchestrator pads candidate counts to a few buckets for this) are concatenated along
@@ -68,8 +71,9 @@ class TritonPythonModel:
             if tensor is None:
                 raise RequestError(f"{spec['name']}: missing input")
             arrays[spec["name"]] = tensor.as_numpy()
+        _check_shapes(self.io["inputs"], arrays, self.max_candidates)
         for spec in self.io["inputs"]:
-            _check_values(spec, arrays[spec["name"]], self.max_candidates)
+            _check_values(spec, arrays[spec["name"]])
         return arrays
 
     def _run(self, members: list[tuple[int, dict[str, np.ndarray]]]) -> list:
@@ -94,12 +98,46 @@ class TritonPythonModel:
         return responses
 
 
-def _check_values(spec: dict, array: np.ndarray, max_candidates: int | None) -> None:
-    name = spec["name"]
-    if spec.get("candidates_axis") is not None and max_candidates is not None:
-        count = array.shape[1 + spec["candidates_axis"]]
-        if count > max_candidates:
+def _check_shapes(specs: list, arrays: dict[str, np.ndarray], max_candidates: int | None) -> None:
+    """dtype and fixed dims per input; one batch size and one candidate count across inputs."""
+    first: tuple[str, int] | None = None  # (input, batch size)
+    candidates: tuple[str, int] | None = None  # (input, candidate count)
+    for spec in specs:
+        name, array, shape = spec["name"], arrays[spec["name"]], spec["shape"]
+        if array.dtype != np.dtype(spec["dtype"]):
+            raise RequestError(f"{name}: dtype {array.dtype}, expected {spec['dtype']}")
+        if array.ndim != 1 + len(shape) or any(
+            want not in (-1, got) for want, got in zip(shape, array.shape[1:], strict=True)
+        ):
+            raise RequestError(
+                f"{name}: shape {list(array.shape)}, expected [batch, "
+                + ", ".join("-1" if d == -1 else str(d) for d in shape)
+                + "]"
+            )
+        if first is None:
+            first = (name, array.shape[0])
+        elif array.shape[0] != first[1]:
+            raise RequestError(
+                f"{name}: batch size {array.shape[0]} differs from {first[0]}'s {first[1]}"
+            )
+        axis = spec.get("candidates_axis")
+        if axis is None:
+            continue
+        count = array.shape[1 + axis]
+        if count < 1:
+            raise RequestError(f"{name}: at least one candidate is needed")
+        if max_candidates is not None and count > max_candidates:
             raise RequestError(f"{name}: {count} candidates exceed the limit of {max_candidates}")
+        if candidates is None:
+            candidates = (name, count)
+        elif count != candidates[1]:
+            raise RequestError(
+                f"{name}: {count} candidates where {candidates[0]} has {candidates[1]}"
+            )
+
+
+def _check_values(spec: dict, array: np.ndarray) -> None:
+    name = spec["name"]
     rows = spec.get("rows")  # [first, last] valid non-zero row, 0 is padding
     if rows is not None and array.size:
         bad = (array != 0) & ((array < rows[0]) | (array > rows[1]))

@@ -3,12 +3,19 @@
 A new version is written aside (a staging directory next to the repository, on the same file
 system), then renamed into `<model>/<N+1>/` in one step, so a server polling the repository never
 sees half a model. Existing version directories are never modified; the oldest are removed only
-beyond `keep_versions`. `config.pbtxt` is replaced atomically (write, then `os.replace`) and only
-when its content changes.
+beyond `keep_versions`, each first renamed out of the repository and deleted there, so the
+server never sees a half-deleted version either. `config.pbtxt` is replaced atomically (write, then
+`os.replace`) and only when its content changes.
+
+Two exporters publishing the same model at once both pick the same next version number; the second
+rename then fails with `FileExistsError` (never replacing the first one's directory) and its
+staging directory is removed.
 """
 
 from __future__ import annotations
 
+import compileall
+import errno
 import json
 import os
 import shutil
@@ -31,7 +38,11 @@ def versions(model_dir: Path) -> list[int]:
     """The numeric version directories of a model, ascending."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    )
 
 
 def publish_version(
@@ -46,7 +57,11 @@ def publish_version(
 
     A model seen for the first time is staged whole (config.pbtxt plus version 1) and renamed into
     the repository in one step, so a polling server never finds a model without its config.
+    Raises `FileExistsError` when another writer published the same version (or created the model)
+    meanwhile; nothing of this call is left behind then.
     """
+    if keep_versions is not None and keep_versions < 1:
+        raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
     model_dir = repository / model_name
     repository.mkdir(parents=True, exist_ok=True)
     is_new = not model_dir.exists()
@@ -66,24 +81,70 @@ def publish_version(
             (version_dir / name).write_text(text)
         for name, doc in files.jsons.items():
             (version_dir / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        _precompile(version_dir)
         if is_new:
             (staging / "config.pbtxt").write_text(config_pbtxt)
-            os.rename(staging, model_dir)  # atomic; fails if the model appeared meanwhile
+            _rename_no_replace(staging, model_dir)  # atomic; fails if the model appeared meanwhile
             return version
-        os.rename(staging, model_dir / str(version))  # atomic; fails if the version appeared
+        _rename_no_replace(staging, model_dir / str(version))  # fails if the version appeared
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _replace_if_changed(model_dir / "config.pbtxt", config_pbtxt)
     if keep_versions is not None:
         for old in versions(model_dir)[:-keep_versions]:
-            shutil.rmtree(model_dir / str(old), ignore_errors=True)
+            _remove_version(repository, model_dir / str(old))
     return version
+
+
+def _rename_no_replace(source: Path, target: Path) -> None:
+    """`os.rename` that never replaces `target`.
+
+    POSIX rename silently replaces an empty directory and fails on a non-empty one with ENOTEMPTY
+    (or EEXIST); both cases become `FileExistsError` here. What is left is the instant between the
+    check and the rename, in which only a directory created empty could be replaced: it holds no
+    model, so nothing served is lost.
+    """
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "already exists; not replacing it", str(target))
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(
+                exc.errno, "already exists; not replacing it", str(target)
+            ) from exc
+        raise
+
+
+def _remove_version(repository: Path, version_dir: Path) -> None:
+    """Rename a version out of the repository in one step, then delete it there."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{repository.name}.removed.", dir=repository.parent))
+    try:
+        os.rename(version_dir, trash / version_dir.name)
+    except FileNotFoundError:  # removed meanwhile by someone else
+        pass
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _replace_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _precompile(version_dir: Path) -> None:
+    """Write the bytecode of the version's Python files (a Python-backend `model.py`) now.
+
+    Triton's Python stub writes `__pycache__` into the version directory on first load, and a
+    server polling the repository takes that as a change and loads the version a second time.
+    Compiled here, with the interpreter whose site-packages the stub uses, nothing changes after
+    the rename. A file that does not compile is left for the server to report.
+    """
+    compileall.compile_dir(str(version_dir), quiet=2)

@@ -6,15 +6,20 @@ reason and the way out, and everything that does not need TensorRT itself (profi
 config) is plain Python tested everywhere.
 
 Precision: fp16 or bf16 for the matrix work, with the layers where precision matters kept in fp32:
-softmax and every layer of the RMSNorms (the exported node names carry the module path, e.g.
-`/trunk/blocks.0/attn_norm/ReduceMean`), under PREFER_PRECISION_CONSTRAINTS. A timing cache file
-is read before and written after the build, so rebuilding the same shapes on the same GPU is fast.
+softmax and every layer of the norms, under PREFER_PRECISION_CONSTRAINTS. The dynamo exporter
+names nodes after the aten op (`node_mean_3`), not the module, so the norm nodes are found by the
+module path it records in each node's `namespace` metadata (`...trunk.blocks.0.attn_norm:
+export.models.layers.RMSNorm/mean: aten.mean.dim`), and the TensorRT layers by the ONNX output
+tensor names (which the parser keeps) or node names. A timing cache file is read before and
+written after the build, so rebuilding the same shapes on the same GPU is fast; a cache from
+another TensorRT version or GPU is ignored with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +33,6 @@ from phoenix.errors import ExportError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-_FP32_NAME_PARTS = ("norm",)
 
 
 def require_tensorrt() -> Any:
@@ -99,24 +103,28 @@ def build_engine(
     if precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-        _keep_sensitive_layers_fp32(trt, network)
+        _keep_sensitive_layers_fp32(trt, network, *precision_sensitive(onnx_path))
 
     ranges = shape_ranges(inputs, limits)
+    network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
+    if network_inputs != set(ranges):
+        raise ExportError(
+            f"{onnx_path}: the graph's inputs {sorted(network_inputs)} differ from the model's "
+            f"{sorted(ranges)}; every input needs a shape range"
+        )
     profile = builder.create_optimization_profile()
     for name, r in ranges.items():
         profile.set_shape(name, r.min, r.opt, r.max)
     config.add_optimization_profile(profile)
 
-    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _load_timing_cache(config, timing_cache)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
     plan_path.write_bytes(bytes(serialized))
     if timing_cache is not None:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
 
     metadata = EngineMetadata(
         tensorrt_version=trt.__version__,
@@ -131,19 +139,75 @@ def build_engine(
     return metadata
 
 
-def _keep_sensitive_layers_fp32(trt: Any, network: Any) -> None:
-    """Softmax and RMSNorm layers compute in fp32 whatever the engine's precision."""
+def _load_timing_cache(config: Any, path: Path | None) -> None:
+    """Attach the timing cache stored at `path` (a fresh one when absent or unusable)."""
+    blob = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    # A cache from another TensorRT version or GPU: timings from elsewhere would mislead tactic
+    # selection, so start afresh (and overwrite the file after the build).
+    log.warning("timing cache %s does not fit this TensorRT/GPU; starting a fresh one", path)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise ExportError("TensorRT refused a fresh timing cache")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def precision_sensitive(onnx_path: Path) -> tuple[set[str], set[str]]:
+    """(node names, output tensor names) of the ONNX nodes to keep in fp32: softmax and norms.
+
+    A node belongs to a norm when its name, or the module path the exporter records in its
+    `namespace` metadata (everything but the last segment, which names the op), mentions "norm".
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    nodes: set[str] = set()
+    tensors: set[str] = set()
+    for node in graph.node:
+        namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+        modules = namespace.rsplit("/", 1)[0] if "/" in namespace else ""
+        if node.op_type == "Softmax" or "norm" in node.name.lower() or "norm" in modules.lower():
+            nodes.add(node.name)
+            tensors.update(name for name in node.output if name)
+    return nodes, tensors
+
+
+def _keep_sensitive_layers_fp32(
+    trt: Any, network: Any, node_names: set[str], tensor_names: set[str]
+) -> None:
+    """Softmax and norm layers compute in fp32 whatever the engine's precision.
+
+    A layer is matched by type (softmax), by an output tensor named like a sensitive ONNX output,
+    or by the name of a sensitive ONNX node. Only layers with a floating-point output are
+    constrained (a norm's Shape layer has nothing to keep in fp32).
+    """
+    floats = (trt.float16, trt.bfloat16, trt.float32)
     kept = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type == trt.LayerType.SOFTMAX or any(
-            p in layer.name.lower() for p in _FP32_NAME_PARTS
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not (
+            layer.type == trt.LayerType.SOFTMAX
+            or layer.name in node_names
+            or any(out.name in tensor_names for out in outputs)
         ):
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                if layer.get_output(j).dtype in (trt.float16, trt.bfloat16, trt.float32):
-                    layer.set_output_type(j, trt.float32)
-            kept += 1
+            continue
+        float_outputs = [j for j, out in enumerate(outputs) if out.dtype in floats]
+        if not float_outputs:
+            continue
+        layer.precision = trt.float32
+        for j in float_outputs:
+            layer.set_output_type(j, trt.float32)
+        kept += 1
     log.info("kept %d of %d layers in fp32 (softmax and norms)", kept, network.num_layers)
 
 
