@@ -126,6 +126,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how long to wait for every model to load (default 120)",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="once ready, send one valid request to every model over HTTP and gRPC (built from "
+        "the io.json that phoenix export writes), print what each answered, then stop: a "
+        "smoke test of an export, exit status 0 when every model answered",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -149,8 +156,12 @@ def _run(args: argparse.Namespace) -> int:
     with _sigterm_as_keyboard_interrupt():
         try:
             endpoints = server.start()
-            _print_ready(server, args, _served_models(endpoints.http))
-            _serve(server, follow_log=args.verbose)
+            models = _served_models(endpoints.http)
+            if args.check:
+                _check(args.repository, models, endpoints.http, endpoints.grpc)
+            else:
+                _print_ready(server, args, models)
+                _serve(server, follow_log=args.verbose)
         except KeyboardInterrupt:
             print("phoenix triton: stopping", file=sys.stderr, flush=True)
         finally:
@@ -216,6 +227,16 @@ def _print_ready(
         print("  models   none yet; new ones are picked up as they are exported")
     print(f"  log      {server.log_path}")
     print("Serving until Ctrl-C or SIGTERM.", flush=True)
+
+
+def _check(repository: Path, models: dict[str, list[str]], http: str, grpc: str) -> None:
+    from phoenix.triton.check import check_model
+
+    if not models:
+        raise ServingError(f"--check: {repository} holds no models; run phoenix export first")
+    print(f"checking {len(models)} models in {repository} over HTTP {http} and gRPC {grpc}")
+    for model in models:
+        print(check_model(repository, model, http, grpc).describe(), flush=True)
 
 
 def _serve(server: TritonServer, *, follow_log: bool) -> None:

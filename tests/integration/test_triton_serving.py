@@ -23,7 +23,9 @@ from export.checkpoint import Checkpoint, save_checkpoint
 from export.onnx.exporter import example_inputs
 from export.onnx.wrappers import MODEL_NAMES, RANKER, USER_TOWER, model_io, wrap
 from export.repository.build import ExportSettings, export_repository
+from phoenix.cli import main
 from phoenix.config import get_config
+from phoenix.triton.check import CHECK_CANDIDATES, check_model
 from phoenix.triton.server import TritonServer
 
 pytestmark = pytest.mark.triton
@@ -195,6 +197,25 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(
     got = _infer(client, protocol, RANKER, arrays, ["action_probs"])["action_probs"]
     want = _expected(served.checkpoint, RANKER, arrays)["action_probs"]
     np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+
+
+def test_smoke_check_answers_for_every_model(served: Served) -> None:
+    endpoints = served.server.endpoints
+    for model in MODEL_NAMES:
+        result = check_model(served.repository, model, endpoints.http, endpoints.grpc)
+        _, outputs = model_io(model, CONFIG)
+        assert list(result.outputs) == [spec.name for spec in outputs]
+        for spec in outputs:
+            candidates = [CHECK_CANDIDATES if d == -1 else d for d in spec.shape]
+            assert result.outputs[spec.name] == (1, *candidates)
+
+
+def test_cli_check_serves_and_stops(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    ports = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    assert main(["triton", "--repository", str(served.repository), "--check", *ports]) == 0
+    printed = capsys.readouterr().out
+    for model in MODEL_NAMES:
+        assert f"{model} v1:" in printed
 
 
 def test_a_new_version_is_served_without_failing_a_request(served: Served, tmp_path: Path) -> None:
