@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
 
 _RANKER_DESCRIPTION = """\
@@ -29,6 +30,30 @@ and the speed-up (one-pass cand/s over reference cand/s). Weights are random: sp
 depend on their values. The output is the machine description followed by the table.
 """
 
+_TRITON_DESCRIPTION = """\
+Serve the Phoenix ranker with Triton and time it, in one run against one server, for one viewer
+(batch 1) with a FULL history and --candidates candidates per request:
+
+  path         in-process ORT (one onnxruntime.InferenceSession shared by the client threads),
+               Triton over HTTP, Triton over gRPC (tritonclient, one client per thread)
+  concurrency  client threads sending requests back to back (--concurrency)
+  batching     Triton's dynamic batcher on (phoenix_ranker) and off (phoenix_ranker_nobatch, the
+               same files without dynamic_batching); in-process has no batcher
+
+The model comes from --repository (an exported one; only its phoenix_ranker is used), from
+--checkpoint, or is a randomly initialised --config model (default tiny): speed does not depend on
+the weights. Before timing, one request goes through every path and must give the same action
+probabilities (max |dp| <= 1e-4). The served model and the in-process session both run ONNX
+Runtime with --ort-threads intra-op threads.
+
+Reported per case: requests and candidates per second, p50 and p99 latency as the client sees
+it, Triton's average batch (inferences per execution), req/s relative to in-process at the same
+concurrency, and batching on/off. The output is the machine description followed by the table.
+"""
+
+#: Timed requests per case unless --requests or --min-time says otherwise.
+_TRITON_REQUESTS = 500
+
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -40,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     _add_ranker(benchmarks)
+    _add_triton(benchmarks)
 
 
 def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:
@@ -104,15 +130,20 @@ def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:
         metavar="N",
         help="torch CPU threads (default: torch's choice, usually the core count)",
     )
+    _add_output_options(p, "the machine and the rows")
+    p.set_defaults(handler=run_ranker)
+
+
+def _add_output_options(p: argparse.ArgumentParser, saved: str) -> None:
+    """--json and --no-progress, the same for every benchmark."""
     p.add_argument(
         "--json",
         type=Path,
         default=None,
         metavar="PATH",
-        help="also write the machine and the rows as JSON to PATH",
+        help=f"also write {saved} as JSON to PATH",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(handler=run_ranker)
 
 
 def _check_ranker_args(args: argparse.Namespace) -> None:
@@ -162,4 +193,147 @@ def run_ranker(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(to_json(rows, machine) + "\n")
+    return 0
+
+
+def _add_triton(benchmarks: argparse._SubParsersAction) -> None:
+    p = benchmarks.add_parser(
+        "triton",
+        help="the ranker in-process, over Triton HTTP and gRPC, dynamic batching on and off",
+        description=_TRITON_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--config",
+        default=None,
+        metavar="NAME",
+        help="preset or config .json path for a randomly initialised model (default: tiny)",
+    )
+    model.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="DIR", help="checkpoint to export"
+    )
+    model.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an exported model repository (cpu target) to serve instead of exporting; "
+        "it is not modified",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=256,
+        metavar="N",
+        help="candidates per request (default: 256)",
+    )
+    p.add_argument(
+        "--concurrency",
+        nargs="+",
+        type=int,
+        default=[1, 16],
+        metavar="N",
+        help="client threads; one set of cases per value (default: 1 16)",
+    )
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"timed requests per case (default: {_TRITON_REQUESTS})",
+    )
+    budget.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time each case for this long instead of a number of requests",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        metavar="N",
+        help="untimed requests per client thread before each case (default: 5)",
+    )
+    p.add_argument(
+        "--ort-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ONNX Runtime intra-op threads, in the served model (PHOENIX_ORT_THREADS) and "
+        "in-process alike (default: the usable CPUs)",
+    )
+    p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=None,
+        metavar="US",
+        help="dynamic batcher delay for the batching-on cases (default: the repository's; "
+        "2000 for a fresh export)",
+    )
+    _add_output_options(p, "the machine, the settings and the rows")
+    p.set_defaults(handler=run_triton)
+
+
+def _check_triton_args(args: argparse.Namespace) -> None:
+    """Refuse a bad model source with the option's name; BenchSettings checks the rest."""
+    from phoenix.config import get_config
+
+    if args.config is not None:
+        try:
+            get_config(args.config)
+        except ConfigError as exc:
+            raise ConfigError(f"--config: {exc}") from exc
+    for option, path in (("--checkpoint", args.checkpoint), ("--repository", args.repository)):
+        if path is not None and not path.is_dir():
+            raise ConfigError(f"{option}: no directory at {path}")
+
+
+def run_triton(args: argparse.Namespace) -> int:
+    _check_triton_args(args)
+    import torch
+    from pydantic import ValidationError
+
+    from export.benchmarks.machine import describe_machine, format_machine
+    from loadtest.triton_bench import (
+        BenchSettings,
+        bench_triton,
+        format_report,
+        to_json,
+        usable_cpus,
+    )
+    from phoenix.config import get_config
+
+    requests = args.requests
+    if requests is None and args.min_time is None:
+        requests = _TRITON_REQUESTS
+    try:
+        settings = BenchSettings(
+            candidates=args.candidates,
+            concurrency=tuple(args.concurrency),
+            requests=requests,
+            min_time_s=args.min_time,
+            warmup=args.warmup,
+            ort_threads=usable_cpus() if args.ort_threads is None else args.ort_threads,
+            max_queue_delay_us=args.max_queue_delay_us,
+        )
+    except ValidationError as exc:
+        raise ConfigError(option_errors(exc, {"min_time_s": "--min-time"})) from exc
+    use_config = args.repository is None and args.checkpoint is None
+    report = bench_triton(
+        settings,
+        repository=args.repository,
+        checkpoint=args.checkpoint,
+        config=get_config(args.config or "tiny") if use_config else None,
+        progress=not args.no_progress,
+    )
+    machine = describe_machine(torch.device("cpu"), settings.ort_threads)
+    print(format_machine(machine))
+    print(format_report(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(to_json(report, machine) + "\n")
     return 0
