@@ -158,6 +158,7 @@ def error_of(response: FakeResponse) -> str:
 def test_version_directory_serves_this_model_file(repository: Path) -> None:
     version = repository / RANKER / "1"
     assert sorted(p.name for p in version.iterdir()) == [
+        "__pycache__",  # model.py compiled before publishing (see writer.py)
         "io.json",
         "model.onnx",
         "model.py",

@@ -275,3 +275,14 @@ def test_published_directories_are_readable_by_others(repo: Path, source: Path) 
         os.umask(old_umask)
     for directory in (repo / MODEL, repo / MODEL / "1", repo / MODEL / "2"):
         assert directory.stat().st_mode & 0o777 == 0o755, directory
+
+
+def test_python_sources_are_compiled_before_the_version_appears(repo: Path, source: Path) -> None:
+    """Triton's stub would otherwise write __pycache__ into the served version on first load,
+    and a polling server would load that version a second time."""
+    model_py = {"model.py": "VALUE = 1\n"}
+    publish_version(repo, MODEL, CONFIG, VersionFiles(texts=model_py))
+    publish_version(repo, MODEL, CONFIG, VersionFiles(texts=model_py))
+    for version in ("1", "2"):
+        cached = list((repo / MODEL / version / "__pycache__").glob("model.*.pyc"))
+        assert len(cached) == 1, version

@@ -55,6 +55,7 @@ def test_export_writes_three_versioned_models(exported: tuple[Path, dict[str, st
         assert config.name == name and config.backend == "python"
         assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
         assert sorted(p.name for p in (model / "1").iterdir()) == [
+            "__pycache__",  # model.py compiled before publishing (see writer.py)
             "io.json",
             "model.onnx",
             "model.py",
