@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phoenix.files import write_atomically
+
 
 @dataclass(frozen=True)
 class VersionFiles:
@@ -131,12 +133,7 @@ def _remove_version(repository: Path, version_dir: Path) -> None:
 def _replace_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, text)
 
 
 def _precompile(version_dir: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from export.repository.model_config import TensorLike
 from export.tensorrt.profiles import ProfileLimits, shape_ranges
 from phoenix.errors import ExportError
+from phoenix.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def build_engine(
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
     plan_path.write_bytes(bytes(serialized))
     if timing_cache is not None:
-        _write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
 
     metadata = EngineMetadata(
         tensorrt_version=trt.__version__,
@@ -150,15 +150,6 @@ def _load_timing_cache(config: Any, path: Path | None) -> None:
     log.warning("timing cache %s does not fit this TensorRT/GPU; starting a fresh one", path)
     if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
         raise ExportError("TensorRT refused a fresh timing cache")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def precision_sensitive(onnx_path: Path) -> tuple[set[str], set[str]]:
