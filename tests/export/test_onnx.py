@@ -17,6 +17,7 @@ from export.onnx.exporter import (
     example_inputs,
     export_onnx,
     onnx_io,
+    parity_tolerance,
     verify_onnx,
 )
 from export.onnx.wrappers import (
@@ -144,6 +145,15 @@ def test_verify_onnx_reports_the_largest_difference(
 ) -> None:
     diff = verify_onnx(RANKER, checkpoint, SMALL, graphs[RANKER])
     assert 0.0 <= diff <= PARITY_TOLERANCE
+
+
+def test_parity_tolerance_is_absolute_for_probabilities_and_scales_for_seconds() -> None:
+    """dwell_time is in seconds (up to 30): fp32 rounding there is 30 times a probability's."""
+    assert parity_tolerance(np.array([0.0, 0.3, -1.0])) == PARITY_TOLERANCE
+    assert parity_tolerance(np.array([[2.0, 29.5], [-3.0, 0.0]])) == pytest.approx(
+        29.5 * PARITY_TOLERANCE
+    )
+    assert parity_tolerance(np.zeros((0, 3))) == PARITY_TOLERANCE
 
 
 def test_verify_onnx_refuses_a_graph_that_disagrees(graphs: dict[str, Path]) -> None:
