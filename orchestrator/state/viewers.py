@@ -1,0 +1,244 @@
+"""Viewers: engagement histories and the social graph (following, followers, blocks, mutes, muted
+keywords), and the store the request path reads them from.
+
+`get` returns an immutable `Viewer` snapshot, so one feed request sees one consistent state while
+writes (follows, engagements) land concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from phoenix.actions import NUM_ACTIONS
+
+#: Engagements kept per viewer: more than any config's history length.
+DEFAULT_MAX_HISTORY = 1024
+_ABSENT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Engagement:
+    """One post a viewer acted on: which actions (a bool per `phoenix.actions.ACTIONS`), where."""
+
+    post_id: int
+    author_id: int
+    actions: tuple[bool, ...]
+    surface: int = 0
+    served_ms: int = 0
+
+
+@dataclass(frozen=True)
+class History:
+    """A viewer's engagements as arrays, newest first (what the models take)."""
+
+    post_ids: npt.NDArray[np.int64]  # [n]
+    author_ids: npt.NDArray[np.int64]  # [n]
+    actions: npt.NDArray[np.bool_]  # [n, A]
+    surfaces: npt.NDArray[np.int64]  # [n]
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls.of(())
+
+    @classmethod
+    def of(cls, engagements: Sequence[Engagement]) -> History:
+        """From engagements already newest first."""
+        n = len(engagements)
+        actions = np.array([e.actions for e in engagements], np.bool_).reshape(n, NUM_ACTIONS)
+        return cls(
+            post_ids=np.fromiter((e.post_id for e in engagements), np.int64, n),
+            author_ids=np.fromiter((e.author_id for e in engagements), np.int64, n),
+            actions=actions,
+            surfaces=np.fromiter((e.surface for e in engagements), np.int64, n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.post_ids)
+
+    def padded(self, length: int) -> tuple[npt.NDArray, ...]:
+        """(post_ids, author_ids, actions, surfaces), each cut or zero-padded to `length` slots."""
+        n = min(len(self), length)
+        post = np.zeros(length, np.int64)
+        author = np.zeros(length, np.int64)
+        actions = np.zeros((length, NUM_ACTIONS), np.bool_)
+        surface = np.zeros(length, np.int64)
+        post[:n], author[:n] = self.post_ids[:n], self.author_ids[:n]
+        actions[:n], surface[:n] = self.actions[:n], self.surfaces[:n]
+        return post, author, actions, surface
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Everything a feed request needs to know about its viewer, as of one moment."""
+
+    viewer_id: int
+    following: tuple[int, ...]  # in follow order (Thunder takes the first 10,000)
+    followers: frozenset[int]
+    blocked: frozenset[int]  # accounts the viewer blocks
+    blocked_by: frozenset[int]  # accounts that block the viewer
+    muted: frozenset[int]
+    muted_keywords: tuple[str, ...]
+    history: History = field(default_factory=History.empty)
+
+    @property
+    def following_set(self) -> frozenset[int]:
+        return frozenset(self.following)
+
+
+class ViewerStore(Protocol):
+    """What the request path and the write API need from a viewer store."""
+
+    def get(self, viewer_id: int) -> Viewer | None: ...
+    def exists(self, user_id: int) -> bool: ...
+    def follower_count(self, user_id: int) -> int: ...
+    def follow(self, viewer_id: int, target_id: int) -> bool: ...
+    def unfollow(self, viewer_id: int, target_id: int) -> bool: ...
+    def block(self, viewer_id: int, target_id: int) -> bool: ...
+    def unblock(self, viewer_id: int, target_id: int) -> bool: ...
+    def mute(self, viewer_id: int, target_id: int) -> bool: ...
+    def unmute(self, viewer_id: int, target_id: int) -> bool: ...
+    def add_muted_keyword(self, viewer_id: int, keyword: str) -> bool: ...
+    def remove_muted_keyword(self, viewer_id: int, keyword: str) -> bool: ...
+    def record_engagement(self, viewer_id: int, engagement: Engagement) -> None: ...
+
+
+class InMemoryViewerStore:
+    """Dicts of sets and a bounded deque of engagements per viewer, behind one lock.
+
+    Methods that change a relation return whether anything changed (following twice is a no-op).
+    Ids must be known users (`add_user`); the API checks that before calling.
+    """
+
+    def __init__(self, max_history: int = DEFAULT_MAX_HISTORY) -> None:
+        self._max_history = max_history
+        self._lock = threading.Lock()
+        self._users: set[int] = set()
+        self._following: dict[int, dict[int, None]] = {}  # ordered set: follow order
+        self._followers: dict[int, set[int]] = {}
+        self._blocked: dict[int, set[int]] = {}
+        self._blocked_by: dict[int, set[int]] = {}
+        self._muted: dict[int, set[int]] = {}
+        self._keywords: dict[int, dict[str, None]] = {}
+        self._history: dict[int, deque[Engagement]] = {}
+
+    # ---------------------------------------------------------------- reads
+
+    def get(self, viewer_id: int) -> Viewer | None:
+        with self._lock:
+            if viewer_id not in self._users:
+                return None
+            return Viewer(
+                viewer_id=viewer_id,
+                following=tuple(self._following.get(viewer_id, ())),
+                followers=frozenset(self._followers.get(viewer_id, ())),
+                blocked=frozenset(self._blocked.get(viewer_id, ())),
+                blocked_by=frozenset(self._blocked_by.get(viewer_id, ())),
+                muted=frozenset(self._muted.get(viewer_id, ())),
+                muted_keywords=tuple(self._keywords.get(viewer_id, ())),
+                history=History.of(list(self._history.get(viewer_id, ()))),
+            )
+
+    def exists(self, user_id: int) -> bool:
+        return user_id in self._users
+
+    def follower_count(self, user_id: int) -> int:
+        return len(self._followers.get(user_id, ()))
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    # ---------------------------------------------------------------- writes
+
+    def add_user(self, user_id: int) -> bool:
+        with self._lock:
+            if user_id in self._users:
+                return False
+            self._users.add(user_id)
+            return True
+
+    def follow(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            following = self._following.setdefault(viewer_id, {})
+            if target_id in following:
+                return False
+            following[target_id] = None
+            self._followers.setdefault(target_id, set()).add(viewer_id)
+            return True
+
+    def unfollow(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            if self._following.get(viewer_id, {}).pop(target_id, _ABSENT) is _ABSENT:
+                return False
+            self._followers.get(target_id, set()).discard(viewer_id)
+            return True
+
+    def block(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            changed = _add(self._blocked, viewer_id, target_id)
+            _add(self._blocked_by, target_id, viewer_id)
+            return changed
+
+    def unblock(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            changed = _discard(self._blocked, viewer_id, target_id)
+            _discard(self._blocked_by, target_id, viewer_id)
+            return changed
+
+    def mute(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            return _add(self._muted, viewer_id, target_id)
+
+    def unmute(self, viewer_id: int, target_id: int) -> bool:
+        with self._lock:
+            return _discard(self._muted, viewer_id, target_id)
+
+    def add_muted_keyword(self, viewer_id: int, keyword: str) -> bool:
+        with self._lock:
+            keywords = self._keywords.setdefault(viewer_id, {})
+            if keyword in keywords:
+                return False
+            keywords[keyword] = None
+            return True
+
+    def remove_muted_keyword(self, viewer_id: int, keyword: str) -> bool:
+        with self._lock:
+            return self._keywords.get(viewer_id, {}).pop(keyword, _ABSENT) is not _ABSENT
+
+    def record_engagement(self, viewer_id: int, engagement: Engagement) -> None:
+        """Add an engagement as the viewer's newest."""
+        with self._lock:
+            history = self._history.get(viewer_id)
+            if history is None:
+                history = self._history[viewer_id] = deque(maxlen=self._max_history)
+            history.appendleft(engagement)
+
+    def load_histories(self, histories: Iterable[tuple[int, list[Engagement]]]) -> None:
+        """Bulk load: (viewer, engagements newest first), replacing what the viewer had."""
+        with self._lock:
+            for viewer_id, engagements in histories:
+                self._history[viewer_id] = deque(
+                    engagements[: self._max_history], maxlen=self._max_history
+                )
+
+
+def _add(relation: dict[int, set[int]], a: int, b: int) -> bool:
+    targets = relation.setdefault(a, set())
+    if b in targets:
+        return False
+    targets.add(b)
+    return True
+
+
+def _discard(relation: dict[int, set[int]], a: int, b: int) -> bool:
+    targets = relation.get(a)
+    if not targets or b not in targets:
+        return False
+    targets.discard(b)
+    return True
