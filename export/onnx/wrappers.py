@@ -38,12 +38,7 @@ from export.models import (
 )
 from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
-
-RANKER = "phoenix_ranker"
-USER_TOWER = "phoenix_user_tower"
-CANDIDATE_TOWER = "phoenix_candidate_tower"
-#: The Triton model names, in the order the request path calls them last to first.
-MODEL_NAMES: tuple[str, ...] = (RANKER, USER_TOWER, CANDIDATE_TOWER)
+from phoenix.serving import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
 
 #: A dimension whose size varies from call to call (Triton's and ONNX's convention).
 DYNAMIC = -1

@@ -24,7 +24,9 @@ from export.repository.model_config import MODEL_FILES, Target, build_model_conf
 from export.repository.writer import VersionFiles, publish_version
 from export.tensorrt.builder import PRECISIONS, build_engine, require_tensorrt
 from export.tensorrt.profiles import ProfileLimits
+from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
+from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,14 @@ def export_repository(
     return published
 
 
+def served_parameters(config: ModelConfig, max_candidates: int) -> dict[str, str]:
+    """The model config (JSON) and the candidate limit, for clients of the served model."""
+    return {
+        MODEL_CONFIG_PARAMETER: config.model_dump_json(),
+        MAX_CANDIDATES_PARAMETER: str(max_candidates),
+    }
+
+
 def _publish(name, checkpoint_dir, onnx_path, repository, settings, diff, config) -> int:  # type: ignore[no-untyped-def]
     inputs, outputs = model_io(name, config)
     max_batch = settings.max_batch_size or DEFAULT_MAX_BATCH[name]
@@ -130,10 +140,17 @@ def _publish(name, checkpoint_dir, onnx_path, repository, settings, diff, config
         outputs,
         max_batch_size=max_batch,
         max_queue_delay_us=settings.max_queue_delay_us,
+        parameters=served_parameters(config, settings.max_candidates),
     )
     return publish_version(
         repository, name, to_pbtxt(model_config), files, keep_versions=settings.keep_versions
     )
 
 
-__all__ = ["PRECISIONS", "ExportSettings", "PublishedModel", "export_repository"]
+__all__ = [
+    "PRECISIONS",
+    "ExportSettings",
+    "PublishedModel",
+    "export_repository",
+    "served_parameters",
+]

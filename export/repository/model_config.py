@@ -12,7 +12,7 @@ Targets:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Protocol
 
@@ -60,8 +60,14 @@ def build_model_config(
     max_batch_size: int,
     max_queue_delay_us: int = 2000,
     instances: int = 1,
+    parameters: Mapping[str, str] | None = None,
 ) -> mc.ModelConfig:
-    """The ModelConfig of one model: batched, dynamically batched, serving the latest version."""
+    """The ModelConfig of one model: batched, dynamically batched, serving the latest version.
+
+    `parameters` become the config's string parameters, which clients read back through Triton's
+    model-configuration API (the orchestrator takes the model config and the candidate limit from
+    there, so its features always match the served model).
+    """
     if max_batch_size < 1:
         # Every tensor spec leaves the batch dimension out; 0 would make Triton read them unbatched.
         raise ValueError(f"{name}: max_batch_size must be at least 1, got {max_batch_size}")
@@ -87,6 +93,8 @@ def build_model_config(
         Target.TENSORRT: mc.ModelInstanceGroup.KIND_GPU,
     }[target]
     config.instance_group.add(count=instances, kind=kind)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
     return config
 
 

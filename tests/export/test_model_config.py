@@ -157,3 +157,21 @@ def test_pbtxt_tensors_equal_the_exported_graph(
     assert tensors(parsed.output) == expected(graph_outputs)
     if name == RANKER:  # the candidate dimension is symbolic in the graph, -1 in the config
         assert ("candidate_post_hash", "TYPE_INT64", (-1, 2)) in expected(graph_inputs)
+
+
+def test_served_parameters_carry_the_model_config_and_candidate_limit() -> None:
+    """Clients rebuild the exact ModelConfig (hashing, history length) from config.pbtxt."""
+    import json
+
+    from export.repository.build import served_parameters
+    from phoenix.config import ModelConfig
+    from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
+
+    inputs, outputs = model_io(RANKER, CONFIG)
+    params = served_parameters(CONFIG, MAX_CANDIDATES)
+    text = to_pbtxt(
+        build_model_config(RANKER, Target.CPU, inputs, outputs, max_batch_size=8, parameters=params)
+    )
+    parsed = parse_pbtxt(text).parameters
+    assert ModelConfig.from_dict(json.loads(parsed[MODEL_CONFIG_PARAMETER].string_value)) == CONFIG
+    assert int(parsed[MAX_CANDIDATES_PARAMETER].string_value) == MAX_CANDIDATES

@@ -1,0 +1,16 @@
+"""The serving contract that the exporter writes and the orchestrator reads, without PyTorch: the
+Triton model names and the config.pbtxt parameters that describe a served model."""
+
+from __future__ import annotations
+
+RANKER = "phoenix_ranker"
+USER_TOWER = "phoenix_user_tower"
+CANDIDATE_TOWER = "phoenix_candidate_tower"
+#: The Triton model names, in the order the request path calls them last to first.
+MODEL_NAMES: tuple[str, ...] = (RANKER, USER_TOWER, CANDIDATE_TOWER)
+
+#: config.pbtxt string parameter holding the served model's `ModelConfig` as JSON: clients hash
+#: ids and size histories from it, so their features always match the served model.
+MODEL_CONFIG_PARAMETER = "phoenix_model_config"
+#: config.pbtxt string parameter: the most candidates one ranker request may carry.
+MAX_CANDIDATES_PARAMETER = "max_candidates"
