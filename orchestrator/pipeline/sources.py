@@ -1,0 +1,59 @@
+"""Candidate sources: Thunder (in-network) and Phoenix retrieval (out-of-network)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
+from orchestrator.pipeline.features import viewer_features
+from orchestrator.post_index import PostIndex
+from orchestrator.thunder import Thunder
+from orchestrator.triton_client import PhoenixTriton
+
+
+class Source(Protocol):
+    name: str
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]: ...
+
+
+class ThunderSource:
+    """Recent posts of the accounts the viewer follows."""
+
+    name = THUNDER
+
+    def __init__(self, thunder: Thunder) -> None:
+        self.thunder = thunder
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        viewer = query.viewer
+        posts = self.thunder.lookup(
+            viewer.viewer_id,
+            viewer.following,
+            query.now_ms,
+            exclude=query.seen_ids | query.served_ids,
+        )
+        return [Candidate(p.post_id, THUNDER, in_network=True, post=p) for p in posts]
+
+
+class RetrievalSource:
+    """The viewer's user-tower embedding (Triton) matched against the post index."""
+
+    name = RETRIEVAL
+
+    def __init__(self, triton: PhoenixTriton, index: PostIndex, k: int = 500) -> None:
+        self.triton = triton
+        self.index = index
+        self.k = k
+
+    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+        if query.in_network_only:
+            return []
+        features = viewer_features(self.triton.served.hasher, query.viewer)
+        embedding = await self.triton.embed_users(features)
+        ids, scores = await asyncio.to_thread(self.index.search, embedding[0], self.k)
+        return [
+            Candidate(int(i), RETRIEVAL, in_network=False, retrieval_score=float(s))
+            for i, s in zip(ids, scores, strict=True)
+        ]

@@ -1,0 +1,96 @@
+"""The HTTP API's request and response bodies (published in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from phoenix.actions import ACTIONS
+
+#: Ids are positive 64-bit integers (0 means "nothing" throughout the project).
+PositiveId = Field(gt=0, le=2**63 - 1)
+_MAX_IDS = 10_000  # seen_ids / served_ids per request
+_MAX_TEXT = 1_000  # characters per post
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeedRequest(_Strict):
+    viewer_id: int = PositiveId
+    limit: int = Field(default=35, ge=1, le=200, description="posts to return")
+    seen_ids: list[int] = Field(default_factory=list, max_length=_MAX_IDS)
+    served_ids: list[int] = Field(default_factory=list, max_length=_MAX_IDS)
+    in_network_only: bool = False
+
+
+class FeedPost(BaseModel):
+    post_id: int
+    author_id: int
+    score: float
+    in_network: bool
+    source: str
+    predictions: dict[str, float] = Field(
+        default_factory=dict, description="action probabilities (empty in a degraded feed)"
+    )
+
+
+class FeedResponse(BaseModel):
+    posts: list[FeedPost]
+    degraded: bool = Field(description="true when the ranker could not be used")
+    degraded_reason: str | None = None
+    timings_ms: dict[str, float]
+    candidates: dict[str, int] = Field(description="candidates per source, before filters")
+
+
+class CreatePostRequest(_Strict):
+    author_id: int = PositiveId
+    text: str = Field(default="", max_length=_MAX_TEXT)
+    parent_id: int = Field(default=0, ge=0, le=2**63 - 1, description="replied-to post, or 0")
+    reposted_id: int = Field(default=0, ge=0, le=2**63 - 1, description="reposted post, or 0")
+    is_video: bool = False
+    video_duration_s: float = Field(default=0.0, ge=0, le=86_400, allow_inf_nan=False)
+
+
+class PostResponse(BaseModel):
+    post_id: int
+    author_id: int
+    kind: str
+    created_ms: int
+    conversation_id: int
+
+
+class EngagementRequest(_Strict):
+    viewer_id: int = PositiveId
+    post_id: int = PositiveId
+    actions: list[str] = Field(min_length=1, max_length=len(ACTIONS), description="action names")
+
+    @field_validator("actions")
+    @classmethod
+    def _known(cls, actions: list[str]) -> list[str]:
+        unknown = sorted(set(actions) - set(ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown actions {unknown}; known: {', '.join(ACTIONS)}")
+        return actions
+
+
+class RelationRequest(_Strict):
+    viewer_id: int = PositiveId
+    target_id: int = PositiveId
+
+
+class MutedKeywordRequest(_Strict):
+    viewer_id: int = PositiveId
+    keyword: str = Field(min_length=1, max_length=100)
+
+    @field_validator("keyword")
+    @classmethod
+    def _not_blank(cls, keyword: str) -> str:
+        keyword = " ".join(keyword.split())
+        if not keyword:
+            raise ValueError("keyword must contain a word")
+        return keyword
+
+
+class Changed(BaseModel):
+    changed: bool = Field(description="false when the state already was so")

@@ -1,0 +1,313 @@
+"""The feed service: the stores, Thunder, the post index and the Triton client wired into the
+pipeline, and the writes that keep them in step (posts, deletes, engagements, the social graph).
+
+The service starts even when Triton is not there: it answers degraded feeds while a background task
+keeps trying to connect; once Triton answers it builds the post index and serves full feeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from orchestrator.metrics import Metrics
+from orchestrator.pipeline.candidate import FeedQuery
+from orchestrator.pipeline.filters import default_filters
+from orchestrator.pipeline.hydrator import PostHydrator
+from orchestrator.pipeline.runner import FeedPipeline, FeedResult
+from orchestrator.pipeline.scorer import PhoenixScorer
+from orchestrator.pipeline.sources import RetrievalSource, ThunderSource
+from orchestrator.post_index import PostIndex
+from orchestrator.retrieval import make_index
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.state.posts import Post
+from orchestrator.state.viewers import Engagement
+from orchestrator.state.world_state import load_world_state
+from orchestrator.thunder import Thunder
+from orchestrator.triton_client import PhoenixTriton, TritonUnavailable
+from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
+from phoenix.world.io import load_world
+from phoenix.world.schema import ORIGINAL, REPLY, REPOST
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(LookupError):
+    """An id the request names does not exist; `what` says which field."""
+
+    def __init__(self, what: str, value: int) -> None:
+        super().__init__(f"{what} {value} not found")
+        self.what = what
+
+
+class Conflict(ValueError):
+    """A request that is well formed but inconsistent with the stored state."""
+
+
+class Clock:
+    """The service's time: the world's "now" at start, advancing with the wall clock."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._start_ms = start_ms
+        self._t0 = time.monotonic()
+
+    def now_ms(self) -> int:
+        return self._start_ms + int((time.monotonic() - self._t0) * 1000)
+
+
+@dataclass(frozen=True)
+class NewPost:
+    author_id: int
+    text: str = ""
+    parent_id: int = 0
+    reposted_id: int = 0
+    is_video: bool = False
+    video_duration_s: float = 0.0
+
+
+class FeedService:
+    def __init__(self, settings: OrchestratorSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        world = load_world(settings.world)
+        state = load_world_state(world, max_history=settings.max_history)
+        self.viewers = state.viewers
+        self.posts = state.posts
+        self.clock = Clock(state.now_ms)
+        self.thunder = Thunder(settings.thunder)
+        now = self.clock.now_ms()
+        self.thunder.ingest_many(list(self.posts))
+        self.thunder.expire(now)
+        self.triton = PhoenixTriton(
+            settings.triton_url, timeout_s=settings.triton_timeout_s, metrics=self.metrics
+        )
+        self.index: PostIndex | None = None
+        self._pending: list[Post] = []  # created while the index could not embed them
+        self._sequence = itertools.count()
+        self._write_lock = threading.Lock()
+        self._pipeline: FeedPipeline | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._thunder_source = ThunderSource(self.thunder)
+        self._hydrator = PostHydrator(self.posts, self.viewers)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Try Triton once, then keep the index fresh (and Triton retried) in the background."""
+        await self._refresh()
+        self._maintenance = asyncio.create_task(self._maintain(), name="phoenix-maintenance")
+
+    async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.triton.close()
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconnect_s)
+            try:
+                await self._refresh()
+            except Exception:  # keep maintaining whatever one round hit
+                log.exception("maintenance round failed")
+
+    async def _refresh(self) -> None:
+        now = self.clock.now_ms()
+        expired = self.thunder.expire(now)
+        if self.index is None:
+            await self._build_index(now)
+        else:
+            expired += self.index.expire(now)
+            await self._flush_pending()
+        if expired:
+            log.debug("expired %d entries", expired)
+        self.metrics.thunder_size.set(len(self.thunder))
+        if self.index is not None:
+            self.metrics.index_size.set(len(self.index))
+
+    async def _build_index(self, now: int) -> None:
+        try:
+            served = await self.triton.connect()
+        except TritonUnavailable as exc:
+            log.warning("Triton not available yet (%s); serving degraded feeds", exc)
+            return
+        index = PostIndex(
+            make_index(self.settings.ann_backend, dim=served.config.emb_dim),
+            self.triton,
+            retention_hours=self.settings.retention_hours,
+        )
+        posts = [p for p in self.posts if index.indexable(p, now)]
+        started = time.perf_counter()
+        try:
+            await index.add(posts, progress=True)
+        except TritonUnavailable as exc:
+            log.warning("index build interrupted (%s); retrying", exc)
+            return
+        log.info(
+            "post index: %d posts (%s) in %.1f s",
+            len(index), index.index.name, time.perf_counter() - started,
+        )  # fmt: skip
+        self.index = index
+        self._pipeline = FeedPipeline(
+            sources=(RetrievalSource(self.triton, index, self.settings.retrieval_k),
+                     self._thunder_source),
+            hydrator=self._hydrator,
+            filters=default_filters(int(self.settings.retention_hours * 3_600_000)),
+            scorer=PhoenixScorer(self.triton),
+            ranking=self.settings.ranking,
+            metrics=self.metrics,
+        )  # fmt: skip
+        await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
+        if not self._pending or self.index is None:
+            return
+        pending, self._pending = self._pending, []
+        live = [p for p in pending if not self.posts.is_deleted(p.post_id)]
+        try:
+            await self.index.add(live)
+        except TritonUnavailable:
+            self._pending = live + self._pending
+
+    # ---------------------------------------------------------------- reads
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness per dependency: Triton answering and the post index built."""
+        return {"triton": await self.triton.is_ready(), "index": self.index is not None}
+
+    async def feed(
+        self,
+        viewer_id: int,
+        *,
+        limit: int,
+        seen_ids: frozenset[int] = frozenset(),
+        served_ids: frozenset[int] = frozenset(),
+        in_network_only: bool = False,
+    ) -> FeedResult:
+        viewer = self.viewers.get(viewer_id)
+        if viewer is None:
+            raise NotFound("viewer_id", viewer_id)
+        query = FeedQuery(
+            viewer=viewer,
+            now_ms=self.clock.now_ms(),
+            limit=limit,
+            seen_ids=seen_ids,
+            served_ids=served_ids,
+            in_network_only=in_network_only,
+        )
+        if self._pipeline is None:  # Triton never answered yet: Thunder only, degraded
+            pipeline = FeedPipeline(
+                (self._thunder_source,), self._hydrator, default_filters(),
+                PhoenixScorer(self.triton), self.settings.ranking, self.metrics,
+            )  # fmt: skip
+            result = await pipeline.run(query)
+            result.degraded = True
+            result.degraded_reason = "Triton has not answered since start"
+            return result
+        return await self._pipeline.run(query)
+
+    # ---------------------------------------------------------------- writes
+
+    async def create_post(self, new: NewPost) -> Post:
+        """Store a post (snowflake id from the service clock), stream it into Thunder and embed it
+        into the index (later, if Triton is down)."""
+        self._require_user("author_id", new.author_id)
+        kind, conversation = ORIGINAL, 0
+        if new.parent_id and new.reposted_id:
+            raise Conflict("a post is a reply (parent_id) or a repost (reposted_id), not both")
+        is_video, duration = new.is_video, new.video_duration_s
+        if new.parent_id:
+            parent = self._require_post("parent_id", new.parent_id)
+            kind, conversation = REPLY, parent.thread_id
+        elif new.reposted_id:
+            original = self._require_post("reposted_id", new.reposted_id)
+            if original.is_repost:
+                raise Conflict("reposted_id: a repost of a repost; repost the original instead")
+            kind = REPOST
+            is_video, duration = original.is_video, original.video_duration_s
+        with self._write_lock:
+            post_id = int(
+                snowflake_id(self.clock.now_ms(), next(self._sequence) & ((1 << SEQUENCE_BITS) - 1))
+            )
+        post = Post(
+            post_id=post_id,
+            author_id=new.author_id,
+            kind=kind,
+            parent_id=new.parent_id,
+            reposted_id=new.reposted_id,
+            conversation_id=conversation or post_id,
+            is_video=is_video,
+            video_duration_s=duration if is_video else 0.0,
+            text=new.text,
+        )
+        self.posts.add(post)
+        self.thunder.ingest(post)
+        if post.is_original:
+            if self.index is None:
+                self._pending.append(post)
+            else:
+                try:
+                    await self.index.add([post])
+                except TritonUnavailable:
+                    self._pending.append(post)
+        return post
+
+    def delete_post(self, post_id: int) -> Post:
+        post = self.posts.delete(post_id)
+        self.thunder.delete(post_id)
+        if self.index is not None:
+            self.index.remove([post_id])
+        if post is None:
+            raise NotFound("post_id", post_id)
+        return post
+
+    def engage(self, viewer_id: int, post_id: int, actions: tuple[bool, ...]) -> Engagement:
+        self._require_user("viewer_id", viewer_id)
+        post = self._require_post("post_id", post_id)
+        engagement = Engagement(
+            post_id=post_id,
+            author_id=post.author_id,
+            actions=actions,
+            surface=0,
+            served_ms=self.clock.now_ms(),
+        )
+        self.viewers.record_engagement(viewer_id, engagement)
+        return engagement
+
+    def relate(self, relation: str, viewer_id: int, target_id: int, *, undo: bool = False) -> bool:
+        """follow / block / mute (or their undo); whether anything changed."""
+        self._require_user("viewer_id", viewer_id)
+        self._require_user("target_id", target_id)
+        if viewer_id == target_id:
+            raise Conflict(f"target_id: a viewer cannot {relation} themselves")
+        method = {
+            ("follow", False): self.viewers.follow,
+            ("follow", True): self.viewers.unfollow,
+            ("block", False): self.viewers.block,
+            ("block", True): self.viewers.unblock,
+            ("mute", False): self.viewers.mute,
+            ("mute", True): self.viewers.unmute,
+        }[relation, undo]
+        return method(viewer_id, target_id)
+
+    def muted_keyword(self, viewer_id: int, keyword: str, *, remove: bool = False) -> bool:
+        self._require_user("viewer_id", viewer_id)
+        if remove:
+            return self.viewers.remove_muted_keyword(viewer_id, keyword)
+        return self.viewers.add_muted_keyword(viewer_id, keyword)
+
+    def _require_user(self, field: str, user_id: int) -> None:
+        if not self.viewers.exists(user_id):
+            raise NotFound(field, user_id)
+
+    def _require_post(self, field: str, post_id: int) -> Post:
+        post = self.posts.get(post_id)
+        if post is None:
+            raise NotFound(field, post_id)
+        return post

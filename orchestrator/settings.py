@@ -1,0 +1,32 @@
+"""The orchestrator's settings: one validated object, from the CLI or the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.thunder import ThunderSettings
+from phoenix.ranking_config import RankingConfig
+
+
+class OrchestratorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    world: Path = Field(description="world directory (`phoenix world`) the stores start from")
+    triton_url: str = Field(default="127.0.0.1:8001", description="Triton's gRPC endpoint")
+    triton_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="per Triton call; slower counts as down"
+    )
+    ann_backend: str = Field(default="auto", description="auto, exact, faiss or cuvs")
+    retrieval_k: int = Field(default=400, ge=1, le=5000, description="posts retrieved per feed")
+    max_history: int = Field(default=1024, ge=1, description="engagements kept per viewer")
+    reconnect_s: float = Field(
+        default=2.0, gt=0, description="how often to retry Triton and refresh the index"
+    )
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+    thunder: ThunderSettings = Field(default_factory=ThunderSettings)
+
+    @property
+    def retention_hours(self) -> float:
+        return float(self.thunder.retention_hours)

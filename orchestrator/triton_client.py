@@ -1,0 +1,234 @@
+"""The orchestrator's calls to Triton over gRPC: user embeddings, post embeddings and ranking.
+
+What the served models expect (the model config behind the id hashing and history length, the
+candidate limit, the batch limits) is read from Triton itself (`connect`), from the parameters the
+exporter writes into config.pbtxt, so features always match the served version.
+
+Ranker requests are padded to a few candidate-count buckets so that Triton's dynamic batcher can
+put several viewers' requests into one execution (requests batch only when their shapes agree);
+padding rows use id 0, which the model treats as padding, and candidate isolation means they do
+not change anyone's scores. Above the model's candidate limit a request is split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from orchestrator.metrics import Metrics
+from phoenix.config import ModelConfig
+from phoenix.errors import ServingError
+from phoenix.features import Arrays
+from phoenix.hashing import IdHasher
+from phoenix.serving import (
+    CANDIDATE_TOWER,
+    MAX_CANDIDATES_PARAMETER,
+    MODEL_CONFIG_PARAMETER,
+    MODEL_NAMES,
+    RANKER,
+    USER_TOWER,
+)
+
+log = logging.getLogger(__name__)
+
+#: Candidate counts a ranker request is padded up to (those above the model's limit are dropped).
+DEFAULT_BUCKETS = (16, 64, 128, 256, 512, 1024)
+
+_TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+
+
+class TritonUnavailable(ServingError):
+    """Triton did not answer, answered too late, or refused a call."""
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """What the served models expect, as read from their config.pbtxt."""
+
+    config: ModelConfig
+    max_candidates: int
+    max_batch: dict[str, int]
+
+    @property
+    def hasher(self) -> IdHasher:
+        return IdHasher(self.config)
+
+
+class PhoenixTriton:
+    """An asyncio gRPC client for the three Phoenix models, with metrics per call."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 2.0,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.url = url.removeprefix("grpc://")
+        self.timeout_s = timeout_s
+        self._buckets = tuple(sorted(buckets))
+        self._metrics = metrics or Metrics()
+        self._client: grpcclient.InferenceServerClient | None = None
+        self._served: ServedModels | None = None
+
+    # ---------------------------------------------------------------- connection
+
+    def _grpc(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @property
+    def served(self) -> ServedModels:
+        """The served models' description; TritonUnavailable before a successful `connect`."""
+        if self._served is None:
+            raise TritonUnavailable(f"not connected to Triton at {self.url}")
+        return self._served
+
+    async def connect(self) -> ServedModels:
+        """Read the three models' configurations; TritonUnavailable if any is not served."""
+        configs = {}
+        for name in MODEL_NAMES:
+            try:
+                response = await self._grpc().get_model_config(
+                    name, as_json=True, client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                raise TritonUnavailable(f"{name}: {_reason(exc)} (Triton at {self.url})") from exc
+            configs[name] = response["config"]
+        params = configs[RANKER].get("parameters", {})
+        try:
+            config = ModelConfig.from_dict(
+                json.loads(params[MODEL_CONFIG_PARAMETER]["string_value"])
+            )
+            max_candidates = int(params[MAX_CANDIDATES_PARAMETER]["string_value"])
+        except (KeyError, ValueError) as exc:
+            raise TritonUnavailable(
+                f"{RANKER} at {self.url} has no usable {MODEL_CONFIG_PARAMETER!r} and "
+                f"{MAX_CANDIDATES_PARAMETER!r} parameters ({exc}); re-export it with phoenix export"
+            ) from exc
+        self._served = ServedModels(
+            config=config,
+            max_candidates=max_candidates,
+            max_batch={name: int(c.get("max_batch_size", 1)) for name, c in configs.items()},
+        )
+        return self._served
+
+    async def is_ready(self) -> bool:
+        """Triton is up and all three models are ready."""
+        try:
+            client = self._grpc()
+            if not await client.is_server_ready(client_timeout=self.timeout_s):
+                return False
+            for name in MODEL_NAMES:
+                if not await client.is_model_ready(name, client_timeout=self.timeout_s):
+                    return False
+        except InferenceServerException:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- models
+
+    async def embed_users(self, history: Arrays) -> npt.NDArray[np.float32]:
+        """User embeddings [B, D] for packed history features of B viewers."""
+        (embedding,) = await self._infer(USER_TOWER, history, ("user_embedding",))
+        return embedding
+
+    async def embed_posts(
+        self, post_hash: npt.NDArray[np.int64], author_hash: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Post embeddings [N, D], in calls of at most the candidate tower's max batch."""
+        step = self.served.max_batch[CANDIDATE_TOWER]
+        calls = [
+            self._infer(
+                CANDIDATE_TOWER,
+                {"post_hash": post_hash[i : i + step], "author_hash": author_hash[i : i + step]},
+                ("post_embedding",),
+            )
+            for i in range(0, len(post_hash), step)
+        ]
+        if not calls:
+            return np.zeros((0, self.served.config.emb_dim), np.float32)
+        parts = await asyncio.gather(*calls)
+        return np.concatenate([p[0] for p in parts])
+
+    async def rank(
+        self, history: Arrays, candidates: Arrays
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(action_probs [C, A], dwell_time [C]) for one viewer's history (batch 1) and C
+        candidates ([C, ...] arrays), in one call per `max_candidates` candidates."""
+        count = len(candidates["candidate_surface"])
+        limit = self.served.max_candidates
+        calls = []
+        for start in range(0, count, limit):
+            part = {k: v[start : start + limit] for k, v in candidates.items()}
+            size = len(part["candidate_surface"])
+            padded = self.bucket(size)
+            part = {k: _pad_rows(v, padded)[None] for k, v in part.items()}
+            calls.append(self._infer(RANKER, {**history, **part}, ("action_probs", "dwell_time")))
+        results = await asyncio.gather(*calls)
+        probs = [r[0][0] for r in results]
+        dwell = [r[1][0] for r in results]
+        sizes = [min(limit, count - s) for s in range(0, count, limit)]
+        return (
+            np.concatenate([p[:n] for p, n in zip(probs, sizes, strict=True)]),
+            np.concatenate([d[:n] for d, n in zip(dwell, sizes, strict=True)]),
+        )
+
+    def bucket(self, count: int) -> int:
+        """The candidate count a request of `count` candidates is padded to."""
+        limit = self.served.max_candidates
+        buckets = [b for b in self._buckets if b < limit] + [limit]
+        return buckets[min(bisect_left(buckets, count), len(buckets) - 1)]
+
+    async def _infer(
+        self, model: str, arrays: Arrays, outputs: Sequence[str]
+    ) -> list[npt.NDArray[np.float32]]:
+        inputs = []
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPES[array.dtype])
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        start = time.perf_counter()
+        try:
+            result = await self._grpc().infer(
+                model, inputs, outputs=requested, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            self._metrics.triton_errors.labels(model).inc()
+            raise TritonUnavailable(f"{model}: {_reason(exc)}") from exc
+        finally:
+            self._metrics.triton_latency.labels(model).observe(time.perf_counter() - start)
+        return [result.as_numpy(name) for name in outputs]
+
+
+def _pad_rows(array: npt.NDArray, rows: int) -> npt.NDArray:
+    """`array` with zero rows appended up to `rows` (zero ids are padding to the model)."""
+    if len(array) == rows:
+        return array
+    pad = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
+    return np.concatenate([array, pad])
+
+
+def _reason(exc: InferenceServerException) -> str:
+    status = exc.status()
+    message = exc.message() or str(exc)
+    return f"{status}: {message}" if status else message

@@ -1,0 +1,102 @@
+"""`phoenix serve`: the orchestrator's HTTP API over a world, scoring through Triton."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from phoenix.cli.options import option_errors
+from phoenix.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+Run the For You request path as an HTTP service (FastAPI on uvicorn): the viewer and post stores
+and Thunder are loaded from --world, out-of-network retrieval embeds the world's recent posts
+through Triton's candidate tower into an ANN index, and every feed is ranked by the Phoenix ranker
+on Triton over gRPC (--triton, e.g. a `phoenix triton` on the exported repository).
+
+The service starts without Triton too: it answers degraded feeds (in-network posts, newest first,
+"degraded": true) and keeps retrying, then builds the index and serves full feeds once Triton
+answers. GET /readyz is 200 only then.
+
+API: POST /v1/feed, POST /v1/posts, DELETE /v1/posts/{id}, POST /v1/engagements,
+POST|DELETE /v1/follows, /v1/blocks, /v1/mutes, /v1/muted_keywords, GET /healthz, /readyz,
+/metrics (Prometheus), /docs (OpenAPI)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="the orchestrator's HTTP API (feeds, posts, engagements, graph) over Triton",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--world", required=True, type=Path, metavar="DIR", help="world directory")
+    p.add_argument(
+        "--triton",
+        default="127.0.0.1:8001",
+        metavar="HOST:PORT",
+        help="Triton's gRPC endpoint (default 127.0.0.1:8001)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument(
+        "--ann-backend",
+        default="auto",
+        choices=("auto", "exact", "faiss", "cuvs"),
+        help="retrieval index: auto picks cuvs on a GPU, else faiss (default auto)",
+    )
+    p.add_argument(
+        "--retrieval-k", type=int, default=400, metavar="K", help="posts retrieved per feed"
+    )
+    p.add_argument(
+        "--triton-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a Triton call slower than this counts as a failure (default 2)",
+    )
+    p.add_argument(
+        "--ranking-config",
+        type=Path,
+        metavar="JSON",
+        help="weights and factors (phoenix.ranking_config.RankingConfig fields) to replace the "
+        "August 2026 defaults",
+    )
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from orchestrator.app import create_app
+    from orchestrator.service import FeedService
+    from orchestrator.settings import OrchestratorSettings
+    from phoenix.ranking_config import RankingConfig
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, not {args.port}")
+    extra = {}
+    if args.ranking_config is not None:
+        extra["ranking"] = RankingConfig.from_json_file(args.ranking_config)
+    try:
+        settings = OrchestratorSettings(
+            world=args.world,
+            triton_url=args.triton,
+            triton_timeout_s=args.triton_timeout,
+            ann_backend=args.ann_backend,
+            retrieval_k=args.retrieval_k,
+            **extra,
+        )
+    except ValidationError as exc:
+        raise ConfigError(
+            option_errors(exc, {"triton_url": "--triton", "triton_timeout_s": "--triton-timeout"})
+        ) from exc
+    service = FeedService(settings)
+    log.info("serving on http://%s:%d (Triton %s)", args.host, args.port, settings.triton_url)
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    return 0

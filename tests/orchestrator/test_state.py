@@ -1,0 +1,129 @@
+"""The embedded stores: posts (deletes win), viewers (relations, histories, snapshots), and
+loading both from a world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.state.posts import InMemoryPostStore, Post
+from orchestrator.state.viewers import Engagement, History, InMemoryViewerStore
+from orchestrator.state.world_state import load_world_state
+from phoenix.actions import ACTIONS, NUM_ACTIONS, Action
+from phoenix.snowflake import snowflake_id
+from phoenix.world.generate import generate_world
+from phoenix.world.io import load_world
+from phoenix.world.schema import REPOST
+from phoenix.world.spec import WorldSpec
+
+NOW = 1_780_000_000_000
+
+
+def _actions(*which: Action) -> tuple[bool, ...]:
+    return tuple(i in which for i in range(NUM_ACTIONS))
+
+
+def test_post_facts_come_from_the_snowflake_id() -> None:
+    post_id = int(snowflake_id(NOW, 5))
+    post = Post(post_id=post_id, author_id=9, kind=REPOST, reposted_id=3)
+    assert post.created_ms == NOW
+    assert post.is_repost and not post.is_original and not post.is_reply
+    assert post.thread_id == post_id  # no conversation id: its own thread
+
+
+def test_a_delete_wins_over_a_late_create() -> None:
+    store = InMemoryPostStore([Post(1, 10), Post(2, 10)])
+    assert store.delete(1) == Post(1, 10)
+    assert store.get(1) is None and store.is_deleted(1)
+    assert store.add(Post(1, 10)) is False and store.get(1) is None
+    assert store.delete(99) is None and store.is_deleted(99)
+    assert store.add(Post(99, 10)) is False
+    assert store.add(Post(3, 11)) is True and store.get(3) == Post(3, 11)
+    assert sorted(p.post_id for p in store) == [2, 3]
+
+
+def test_relations_report_whether_they_changed() -> None:
+    store = InMemoryViewerStore()
+    for user in (1, 2, 3):
+        store.add_user(user)
+    assert store.follow(1, 2) and not store.follow(1, 2)
+    assert store.follow(1, 3)
+    assert store.follower_count(2) == 1
+    assert store.unfollow(1, 2) and not store.unfollow(1, 2)
+    assert store.follower_count(2) == 0
+    assert store.block(2, 1) and not store.block(2, 1)
+    assert store.mute(1, 3) and store.unmute(1, 3) and not store.unmute(1, 3)
+    assert store.add_muted_keyword(1, "spoiler") and not store.add_muted_keyword(1, "spoiler")
+    viewer = store.get(1)
+    assert viewer is not None
+    assert viewer.following == (3,)
+    assert viewer.blocked_by == frozenset({2}) and viewer.blocked == frozenset()
+    assert viewer.muted_keywords == ("spoiler",)
+    assert store.remove_muted_keyword(1, "spoiler") and not store.remove_muted_keyword(1, "x")
+    assert store.get(2).blocked == frozenset({1})  # type: ignore[union-attr]
+    assert store.get(42) is None and not store.exists(42)
+
+
+def test_following_keeps_follow_order() -> None:
+    store = InMemoryViewerStore()
+    store.add_user(1)
+    for target in (7, 3, 9, 5):
+        store.follow(1, target)
+    store.unfollow(1, 3)
+    assert store.get(1).following == (7, 9, 5)  # type: ignore[union-attr]
+
+
+def test_snapshots_do_not_change_with_later_writes() -> None:
+    store = InMemoryViewerStore(max_history=3)
+    store.add_user(1)
+    before = store.get(1)
+    store.follow(1, 2)
+    store.record_engagement(1, Engagement(10, 2, _actions(Action.FAVORITE)))
+    assert before is not None and before.following == () and len(before.history) == 0
+
+
+def test_history_is_newest_first_bounded_and_padded() -> None:
+    store = InMemoryViewerStore(max_history=3)
+    store.add_user(1)
+    for post_id in (10, 11, 12, 13):
+        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.REPLY), 2))
+    history = store.get(1).history  # type: ignore[union-attr]
+    assert history.post_ids.tolist() == [13, 12, 11]
+    assert history.author_ids.tolist() == [113, 112, 111]
+    assert history.actions[:, Action.REPLY].all() and history.actions.sum() == 3
+    post, _, actions, surface = history.padded(5)
+    assert post.tolist() == [13, 12, 11, 0, 0] and surface.tolist() == [2, 2, 2, 0, 0]
+    assert actions.shape == (5, NUM_ACTIONS) and not actions[3:].any()
+    assert history.padded(2)[0].tolist() == [13, 12]
+    assert len(History.empty()) == 0 and History.empty().actions.shape == (0, NUM_ACTIONS)
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "w"
+    return generate_world(WorldSpec(seed=3, num_users=120, num_authors=20), out, progress=False)
+
+
+def test_world_state_matches_the_world_tables(world_dir: Path) -> None:
+    world = load_world(world_dir)
+    state = load_world_state(world)
+    assert len(state.viewers) == world.users.num_rows
+    assert len(state.posts) == world.posts.num_rows
+    assert state.now_ms == world.now_ms
+    follows = world.follows.to_pydict()
+    follower, followee = follows["follower_id"][0], follows["followee_id"][0]
+    assert followee in state.viewers.get(follower).following  # type: ignore[union-attr]
+    # Histories: the viewer's impressions with at least one action, newest first.
+    eng = world.engagements.to_pydict()
+    for viewer in eng["viewer_id"][:50:10]:
+        acted = [
+            (-eng["served_ms"][i], i)
+            for i in range(len(eng["viewer_id"]))
+            if eng["viewer_id"][i] == viewer and any(eng[a][i] for a in ACTIONS)
+        ]
+        expected = [eng["post_id"][i] for _, i in sorted(acted)]
+        history = state.viewers.get(viewer).history  # type: ignore[union-attr]
+        assert history.post_ids.tolist() == expected
+    post = state.posts.get(world.posts.column("post_id")[0].as_py())
+    assert post is not None and post.author_id == world.posts.column("author_id")[0].as_py()
