@@ -154,6 +154,11 @@ class InMemoryViewerStore:
     def __len__(self) -> int:
         return len(self._users)
 
+    def user_ids(self) -> list[int]:
+        """Every known user id, ascending."""
+        with self._lock:
+            return sorted(self._users)
+
     # ---------------------------------------------------------------- writes
 
     def add_user(self, user_id: int) -> bool:

@@ -14,7 +14,7 @@ from phoenix import __version__
 from phoenix.errors import PhoenixError
 
 #: Modules under phoenix.cli that each add one or more subcommands.
-_COMMAND_MODULES = ("world", "train", "evaluate", "export", "triton", "serve", "bench")
+_COMMAND_MODULES = ("world", "train", "evaluate", "export", "triton", "serve", "demo", "bench")
 
 log = logging.getLogger("phoenix")
 

@@ -1,0 +1,148 @@
+"""`phoenix demo`: the README's main job, end to end on this machine.
+
+World -> training (both reused when already there) -> export (skipped when the served version came
+from the same checkpoint) -> Triton -> the orchestrator -> feeds for a few viewers, printed beside
+each viewer's hidden taste.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from phoenix.errors import PhoenixError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="world, training, export, Triton and the orchestrator, then feeds for a few viewers",
+        description="The whole system on this machine: build a synthetic world (reused when "
+        "RUNS/world exists), train the models (reused when RUNS/checkpoint-CONFIG exists), export "
+        "them to a Triton model repository (skipped when its latest version came from that "
+        "checkpoint), start the real tritonserver and the orchestrator's HTTP API, and print the "
+        "For You feed of a few viewers beside the topics each one's hidden taste prefers (posts on "
+        "those topics are marked *). With --serve the stack keeps running until Ctrl-C.",
+    )
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="work directory (default runs)")
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("model_repository"),
+        help="model repository to export to and serve (default model_repository)",
+    )
+    p.add_argument("--config", default="tiny", help="model preset to train (default tiny)")
+    p.add_argument("--seed", type=int, default=7, help="world seed (default 7)")
+    p.add_argument("--viewers", type=int, default=3, help="viewers whose feed is shown (default 3)")
+    p.add_argument("--shown", type=int, default=10, help="posts shown per feed (default 10)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the stack running after the feeds are printed, until Ctrl-C",
+    )
+    p.add_argument("--port", type=int, default=8080, help="orchestrator port with --serve")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from orchestrator.local_stack import LocalStack
+    from phoenix.cli.demo_report import WorldFacts, format_feed
+    from phoenix.world.io import load_world
+
+    if args.viewers < 1 or args.shown < 1:
+        raise PhoenixError("--viewers and --shown must be at least 1")
+    world_dir = args.runs / "world"
+    checkpoint = args.runs / f"checkpoint-{args.config}"
+    _step(
+        (world_dir / "world.json").is_file(),
+        f"reusing the world in {world_dir}",
+        ["world", "--seed", str(args.seed), "--out", str(world_dir)],
+    )
+    _step(
+        (checkpoint / "model.safetensors").is_file(),
+        f"reusing the checkpoint {checkpoint}",
+        ["train", "--world", str(world_dir), "--config", args.config, "--out", str(checkpoint)],
+    )
+    _step(
+        _served_from(args.repository, checkpoint),
+        f"reusing the exported models in {args.repository} (same checkpoint)",
+        ["export", "--checkpoint", str(checkpoint), "--out", str(args.repository)],
+    )
+    world = load_world(world_dir)
+    facts = WorldFacts.of(world)
+    log.info("starting Triton and the orchestrator")
+    stack = LocalStack(args.repository, world_dir, port=args.port if args.serve else 0)
+    with stack, httpx.Client(base_url=stack.url, timeout=60.0) as client:
+        for viewer_id in _viewers(stack, args.viewers):
+            response = client.post("/v1/feed", json={"viewer_id": viewer_id})
+            response.raise_for_status()
+            print(format_feed(facts, viewer_id, response.json(), args.shown), end="\n\n")
+        if args.serve:
+            print(f"serving: {stack.url}/docs (API), {stack.url}/metrics; Ctrl-C stops", flush=True)
+            _wait_for_interrupt()
+    return 0
+
+
+def _step(done: bool, reuse_message: str, command: list[str]) -> None:
+    """Run one `phoenix` subcommand unless its result is already there."""
+    from phoenix.cli import main
+
+    if done:
+        log.info(reuse_message)
+        return
+    log.info("phoenix %s", " ".join(command))
+    code = main(command)
+    if code:
+        raise PhoenixError(f"'phoenix {' '.join(command)}' failed (exit status {code})")
+
+
+def _served_from(repository: Path, checkpoint: Path) -> bool:
+    """Whether the repository's latest ranker version was exported from this checkpoint."""
+    import json
+
+    from export.repository.manifest import sha256_file
+    from phoenix.serving import RANKER
+
+    versions = sorted(
+        (int(d.name) for d in (repository / RANKER).glob("*") if d.name.isdigit()), reverse=True
+    )
+    weights = checkpoint / "model.safetensors"
+    if not versions or not weights.is_file():
+        return False
+    provenance = repository / RANKER / str(versions[0]) / "provenance.json"
+    try:
+        recorded = json.loads(provenance.read_text()).get("checkpoint_sha256")
+    except (OSError, ValueError):
+        return False
+    return recorded == sha256_file(weights)
+
+
+def _viewers(stack, count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """The first `count` viewers with a history and at least a few followed accounts."""
+    chosen = []
+    for user_id in stack.service.viewers.user_ids():
+        viewer = stack.service.viewers.get(user_id)
+        if viewer is not None and len(viewer.following) >= 5 and len(viewer.history) >= 10:
+            chosen.append(user_id)
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
