@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make demo   set up a fresh machine, then build a world, train and evaluate, export the models
-#               to a Triton repository and check that the real tritonserver serves them
+#   make demo   set up a fresh machine, then `phoenix demo`: build a world, train and evaluate,
+#               export the models to a Triton repository, start tritonserver and the orchestrator,
+#               and print the For You feed of a few viewers
 #   make test   set up, then lint and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,16 +23,8 @@ $(VENV)/.installed: pyproject.toml scripts/install-torch.sh
 	touch $@
 
 demo: setup
-	@if [ -f $(RUNS)/world/world.json ]; then echo "reusing $(RUNS)/world"; \
-	else $(BIN)/phoenix world --seed $(SEED) --out $(RUNS)/world; fi
-	@if [ -f $(RUNS)/checkpoint-$(CONFIG)/model.safetensors ]; then \
-	echo "reusing $(RUNS)/checkpoint-$(CONFIG)"; \
-	else $(BIN)/phoenix train --world $(RUNS)/world --config $(CONFIG) \
-	--out $(RUNS)/checkpoint-$(CONFIG); fi
-	$(BIN)/phoenix eval --world $(RUNS)/world --checkpoint $(RUNS)/checkpoint-$(CONFIG)
-	$(BIN)/phoenix export --checkpoint $(RUNS)/checkpoint-$(CONFIG) --out $(REPOSITORY)
-	$(BIN)/phoenix triton --repository $(REPOSITORY) --check --http-port 0 --grpc-port 0 \
-	--metrics-port 0
+	$(BIN)/phoenix demo --runs $(RUNS) --config $(CONFIG) --seed $(SEED) \
+	--repository $(REPOSITORY)
 
 lint: setup
 	$(BIN)/ruff check .

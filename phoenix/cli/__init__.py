@@ -16,6 +16,9 @@ from phoenix.errors import PhoenixError
 #: Modules under phoenix.cli that each add one or more subcommands.
 _COMMAND_MODULES = ("world", "train", "evaluate", "export", "triton", "serve", "demo", "bench")
 
+#: Third-party loggers that log at INFO what only matters when debugging.
+_QUIET_LOGGERS = ("httpx", "faiss", "faiss.loader")
+
 log = logging.getLogger("phoenix")
 
 
@@ -44,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # per-request and library-loading chatter
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except PhoenixError as exc:

@@ -25,9 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The whole system on this machine: build a synthetic world (reused when "
         "RUNS/world exists), train the models (reused when RUNS/checkpoint-CONFIG exists), export "
         "them to a Triton model repository (skipped when its latest version came from that "
-        "checkpoint), start the real tritonserver and the orchestrator's HTTP API, and print the "
-        "For You feed of a few viewers beside the topics each one's hidden taste prefers (posts on "
-        "those topics are marked *). With --serve the stack keeps running until Ctrl-C.",
+        "checkpoint), print the held-out evaluation, start the real tritonserver and the "
+        "orchestrator's HTTP API, and print the For You feed of a few viewers beside the topics "
+        "each one's hidden taste prefers (posts on those topics are marked *). With --serve the "
+        "stack keeps running until Ctrl-C.",
     )
     p.add_argument("--runs", type=Path, default=Path("runs"), help="work directory (default runs)")
     p.add_argument(
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the stack running after the feeds are printed, until Ctrl-C",
     )
     p.add_argument("--port", type=int, default=8080, help="orchestrator port with --serve")
+    p.add_argument("--skip-eval", action="store_true", help="do not print the held-out evaluation")
     p.set_defaults(handler=_run)
 
 
@@ -69,6 +71,11 @@ def _run(args: argparse.Namespace) -> int:
         (checkpoint / "model.safetensors").is_file(),
         f"reusing the checkpoint {checkpoint}",
         ["train", "--world", str(world_dir), "--config", args.config, "--out", str(checkpoint)],
+    )
+    _step(
+        args.skip_eval,
+        "skipping evaluation",
+        ["eval", "--world", str(world_dir), "--checkpoint", str(checkpoint)],
     )
     _step(
         _served_from(args.repository, checkpoint),
@@ -104,11 +111,16 @@ def _step(done: bool, reuse_message: str, command: list[str]) -> None:
 
 
 def _served_from(repository: Path, checkpoint: Path) -> bool:
-    """Whether the repository's latest ranker version was exported from this checkpoint."""
+    """Whether the repository's latest ranker version was exported from this checkpoint (by an
+    exporter that writes the parameters the orchestrator reads)."""
     import json
 
     from export.repository.manifest import sha256_file
-    from phoenix.serving import RANKER
+    from phoenix.serving import MODEL_CONFIG_PARAMETER, RANKER
+
+    config = repository / RANKER / "config.pbtxt"
+    if not config.is_file() or MODEL_CONFIG_PARAMETER not in config.read_text():
+        return False
 
     versions = sorted(
         (int(d.name) for d in (repository / RANKER).glob("*") if d.name.isdigit()), reverse=True

@@ -35,6 +35,12 @@ class WorldFacts:
             post_topic=dict(zip(posts["post_id"], posts["topic"], strict=True)),
         )
 
+    def topic_share(self, topics: list[int]) -> float:
+        """The share of the world's posts on `topics`: what a feed blind to taste would show."""
+        if not self.post_topic:
+            return 0.0
+        return sum(t in topics for t in self.post_topic.values()) / len(self.post_topic)
+
     def favourite_topics(self, user_id: int) -> list[int]:
         return [int(i) for i in np.argsort(-self.taste[user_id])[:TOP_TOPICS]]
 
@@ -62,10 +68,10 @@ def format_feed(facts: WorldFacts, viewer_id: int, feed: dict, shown: int = 10) 
             f"{p['score']:>8.4f}  {mark}{name:<10} {actions}"
         )
     on_taste = sum(facts.post_topic.get(p["post_id"]) in favourite for p in posts)
-    share = sum(facts.taste[viewer_id][t] for t in favourite)
     lines.append(
-        f"  {on_taste}/{len(posts)} posts on the viewer's top-{TOP_TOPICS} topics (*), which hold "
-        f"{share:.0%} of their taste; in-network {sum(p['in_network'] for p in posts)}, "
-        f"total {feed['timings_ms'].get('total', 0):.0f} ms"
+        f"  {on_taste}/{len(posts)} posts on the viewer's top-{TOP_TOPICS} topics (*), against "
+        f"{facts.topic_share(favourite):.0%} of all posts; "
+        f"in-network {sum(p['in_network'] for p in posts)}, "
+        f"ranked in {feed['timings_ms'].get('total', 0):.0f} ms"
     )
     return "\n".join(lines)
