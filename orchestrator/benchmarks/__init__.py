@@ -1,0 +1,1 @@
+"""Benchmarks of the orchestrator's own pieces, without PyTorch or Triton."""
