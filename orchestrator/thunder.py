@@ -7,9 +7,10 @@ lists newest first and applies X's rules: the scan limit, the per-author caps, t
 The layout makes one lookup a few dozen NumPy calls instead of a Python loop per author (a lookup
 for 1,000 followed accounts touches about 10,000 entries, far too many for Python one by one):
 
-- rows: one per held post, a 64-byte record of int64 fields (id, author, kind, flags, parent and
-  reposted rows and ids) in one array, so a reply's parent costs one memory access; the `Post`
-  objects sit in a list beside it. Rebuilds renumber the rows in id order;
+- rows: one per held post in four int64 arrays: the id; author, kind and flags packed in one word
+  (so checking a reply's parent is one memory access); the id of the post it points to (a
+  reply's parent, a repost's reposted post) and that post's row. The `Post` objects sit in an
+  object array beside them. Rebuilds renumber the rows in id order;
 - segments: each (author, list) pair is a slice of one shared pool of (post id, row) entries, ids
   ascending; a full slice moves to the pool's end with twice the room (amortised O(1) appends);
 - authors: a NumPy open-addressing table maps account ids to author numbers a whole following list
@@ -27,7 +28,9 @@ Decisions the spec leaves open:
   not deleted. The parent need not be inside the retention window itself;
 - the reply rule's "an author the viewer follows" means one of the same first `max_followed`;
 - thread safety: one lock around every write and every read. A lookup is a few hundred
-  microseconds of NumPy calls that mostly hold the GIL, so a readers-writer lock would buy little.
+  microseconds of small NumPy calls that hold the GIL, so readers in parallel would gain little;
+  the lock is not fair, though, so a writer may wait behind back-to-back lookups: stream creates
+  in small batches through `ingest_many` (one lock acquisition per batch).
 """
 
 from __future__ import annotations
@@ -50,9 +53,8 @@ _MAX_ID = (1 << 63) - 1
 _ORIGINALS, _SECONDARY, _VIDEOS = 0, 1, 2
 _LISTS = 3
 
-# Fields of a row record, and the bits of its FLAGS field.
-ID, AUTHOR, KIND, FLAGS, PARENT, REPOSTED, PARENT_ID, REPOSTED_ID = range(8)
-_FIELDS = 8
+# A row's meta word: author number << 8 | kind << 4 | flags.
+_KIND_SHIFT, _AUTHOR_SHIFT, _LOW_BITS = 4, 8, 0xF
 _ALIVE, _VIDEO, _ROOT_REPLY = 1, 2, 4  # held; on the video list; replies to its thread's root
 
 
@@ -88,9 +90,12 @@ class Thunder:
         self._newest_id = 0  # newest id ever held: lookups at a later time skip the future check
         self._deleted: set[int] = set()
         self._row_of: dict[int, int] = {}
-        self._posts: list[Post | None] = []
-        self._rec = np.zeros((0, _FIELDS), np.int64)
         self._nrows = 0
+        self._ids = np.zeros(0, np.int64)
+        self._meta = np.zeros(0, np.int64)
+        self._ref_ids = np.zeros(0, np.int64)  # parent of a reply, reposted post of a repost
+        self._refs = np.zeros(0, np.int64)  # row of that post, -1 when not held
+        self._posts = np.zeros(0, object)  # row -> Post, None once deleted
         self._waiting: dict[int, list[int]] = {}  # id not held yet -> rows that refer to it
         self._author_of: dict[int, int] = {}  # account id -> author number, one at a time
         self._author_ids = np.zeros(0, np.int64)  # author number -> account id
@@ -132,8 +137,7 @@ class Thunder:
         hi_id = _first_id_at(now_ms + 1) - 1
         with self._lock:
             rows = self._lookup_rows(viewer_id, followed, excluded, lo_id, hi_id, limit, video)
-            posts = self._posts
-            return [posts[r] for r in rows.tolist()]
+            return np.take(self._posts, rows).tolist()
 
     def _lookup_rows(
         self,
@@ -147,6 +151,8 @@ class Thunder:
     ) -> np.ndarray:
         """Rows kept, newest first, at most `limit`. Called with the lock held."""
         s = self.settings
+        if limit == 0:
+            return np.zeros(0, np.int64)
         authors = np.unique(self._authors.find(followed))
         authors = authors[authors >= 0]
         if video:
@@ -156,42 +162,31 @@ class Thunder:
             segs = np.concatenate([authors * _LISTS + _ORIGINALS, authors * _LISTS + _SECONDARY])
             caps = np.repeat([s.max_originals_per_author, s.max_replies_per_author], len(authors))
         table = np.take(self._seg, segs, axis=0)  # np.take: 2-3x faster than [] on rows
-        nonempty = table[:, 1] > 0
-        originals = 0 if video else int(np.count_nonzero(nonempty[: len(authors)]))
-        table, caps = np.compress(nonempty, table, axis=0), caps[nonempty]
-        if len(table) == 0 or limit == 0:
-            return np.zeros(0, np.int64)
         pool = self._pool
         start = table[:, 0]
         end = start + table[:, 1]
         if self._newest_id > hi_id:  # some posts lie in the future of this lookup
-            for i in np.flatnonzero(pool[end - 1, 0] > hi_id):
+            last_ids = pool[:, 0][np.maximum(end - 1, 0)]
+            for i in np.flatnonzero((end > start) & (last_ids > hi_id)):
                 end[i] = start[i] + np.searchsorted(pool[start[i] : end[i], 0], hi_id, "right")
         scanned = np.minimum(end - start, s.max_scanned_per_author)
 
         # The entries walked: newest first within each segment, segments one after another.
         total = int(scanned.sum())
+        if total == 0:
+            return np.zeros(0, np.int64)
         first = np.cumsum(scanned) - scanned
         entries = np.take(pool, np.repeat(end - 1 + first, scanned) - np.arange(total), axis=0)
-        entry_ids = entries[:, 0]
+        entry_ids, entry_rows = entries[:, 0], entries[:, 1]
         keep = entry_ids >= lo_id
         if len(excluded):
             keep &= ~np.isin(entry_ids, excluded)
 
-        # Originals pass as they are; replies, reposts and videos need their records.
-        offset = int(first[originals]) if originals < len(table) else total
+        # Originals pass as they are; replies, reposts and videos are checked.
+        offset = int(first[len(authors)]) if not video else 0  # where the secondary lists start
         checked = offset + np.flatnonzero(keep[offset:])
-        records = np.take(self._rec, entries[checked, 1], axis=0)
-        drop = np.zeros(len(checked), bool)
-        viewer = self._author_of.get(viewer_id)
-        if viewer is not None:  # reposts of the viewer's own posts
-            reposts = np.flatnonzero(records[:, KIND] == REPOST)
-            held, target = self._held(records[reposts, REPOSTED])
-            drop[reposts] = held & (target[:, AUTHOR] == viewer)
-        if not video:
-            replies = np.flatnonzero(records[:, KIND] == REPLY)
-            drop[replies] = ~self._reply_allowed(records[replies, PARENT], authors)
-        keep[checked[drop]] = False
+        if len(checked):
+            keep[checked[self._refused(entry_rows[checked], viewer_id, authors, video)]] = False
 
         # Per-author caps, where a segment walked more entries than its cap allows: the rank of a
         # kept entry in its segment is the count of kept entries up to it.
@@ -210,24 +205,27 @@ class Thunder:
         if len(kept) > limit:
             newest = np.argpartition(kept_ids, len(kept) - limit)[len(kept) - limit :]
             kept, kept_ids = kept[newest], kept_ids[newest]
-        return entries[kept[np.argsort(kept_ids)[::-1]], 1]
+        return entry_rows[kept[np.argsort(kept_ids)[::-1]]]
 
-    def _held(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Which of `rows` (-1: none) are held posts, and every row's record."""
-        records = np.take(self._rec, np.maximum(rows, 0), axis=0)
-        return (rows >= 0) & ((records[:, FLAGS] & _ALIVE) != 0), records
-
-    def _reply_allowed(self, parents: np.ndarray, followed_authors: np.ndarray) -> np.ndarray:
-        """The reply rule: the parent is a held original, or a held direct reply to its thread's
-        root written by an account the viewer follows (`followed_authors`, sorted)."""
-        held, parent = self._held(parents)
-        allowed = held & (parent[:, KIND] == ORIGINAL)
-        maybe = np.flatnonzero(held & ~allowed & ((parent[:, FLAGS] & _ROOT_REPLY) != 0))
-        if len(maybe):
-            author = parent[maybe, AUTHOR]
-            at = np.minimum(np.searchsorted(followed_authors, author), len(followed_authors) - 1)
-            allowed[maybe] = followed_authors[at] == author
-        return allowed
+    def _refused(
+        self, rows: np.ndarray, viewer_id: int, followed_authors: np.ndarray, video: bool
+    ) -> np.ndarray:
+        """Which of these replies, reposts and videos the rules drop: a repost of a held post by
+        the viewer and, outside video lookups, a reply whose parent is neither a held original
+        nor a held direct reply to its thread's root by an account the viewer follows."""
+        kind = (np.take(self._meta, rows) >> _KIND_SHIFT) & _LOW_BITS
+        refs = np.take(self._refs, rows)
+        target = np.take(self._meta, np.maximum(refs, 0))
+        held = (refs >= 0) & ((target & _ALIVE) != 0)
+        author = target >> _AUTHOR_SHIFT
+        refused = (kind == REPOST) & held & (author == self._author_of.get(viewer_id, -1))
+        if not video:
+            followed = np.zeros(len(self._author_of), bool)
+            followed[followed_authors] = True
+            answers_root = ((target & _ROOT_REPLY) != 0) & np.take(followed, author)
+            original = ((target >> _KIND_SHIFT) & _LOW_BITS) == ORIGINAL
+            refused |= (kind == REPLY) & ~(held & (original | answers_root))
+        return refused
 
     # ---------------------------------------------------------------- writing
 
@@ -240,8 +238,9 @@ class Thunder:
 
     def ingest_many(self, posts: Iterable[Post]) -> int:
         """Add many posts, exactly as `ingest` of each in id (time) order; returns how many were
-        added. A batch at least a quarter of the store's size is appended column by column and
-        the layout rebuilt once (about a second per million posts)."""
+        added. A small batch is added one by one under one lock acquisition; a batch at least a
+        quarter of the store's size is appended column by column and the layout rebuilt once
+        (about two seconds per million posts on a laptop core)."""
         batch = list(posts)
         for post in batch:
             _check_post(post)
@@ -260,7 +259,7 @@ class Thunder:
             row = self._row_of.pop(post_id, None)
             if row is None:
                 return False
-            self._rec[row, FLAGS] &= ~_ALIVE
+            self._meta[row] &= ~_ALIVE
             self._posts[row] = None
             for seg in self._segments_of(row):
                 self._remove(seg, post_id)
@@ -273,12 +272,12 @@ class Thunder:
         cutoff_ms = now_ms - self.settings.retention_ms
         with self._lock:
             self._clock_ms = max(self._clock_ms, now_ms)
-            rec = self._rec[: self._nrows]
-            old = ((rec[:, FLAGS] & _ALIVE) != 0) & (rec[:, ID] < _first_id_at(cutoff_ms))
+            n = self._nrows
+            old = ((self._meta[:n] & _ALIVE) != 0) & (self._ids[:n] < _first_id_at(cutoff_ms))
             count = int(old.sum())
             self._deleted = {d for d in self._deleted if _created_ms(d) >= cutoff_ms}
-            if count or len(self._row_of) < self._nrows:
-                rec[old, FLAGS] &= ~_ALIVE
+            if count or len(self._row_of) < n:
+                self._meta[:n][old] &= ~_ALIVE
                 self._rebuild()
             return count
 
@@ -294,24 +293,17 @@ class Thunder:
         self._clock_ms = max(self._clock_ms, created)
         self._newest_id = max(self._newest_id, post_id)
         row = self._nrows
-        self._rec = _grown(self._rec, row + 1)
+        self._reserve(row + 1)
         self._nrows = row + 1
-        self._rec[row] = (
-            post_id,
-            self._author_number(post.author_id),
-            post.kind,
-            _flags(post),
-            self._row_or_wait(post.parent_id, row),
-            self._row_or_wait(post.reposted_id, row),
-            post.parent_id,
-            post.reposted_id,
-        )
+        ref_id = _ref_id(post)
+        self._ids[row] = post_id
+        self._meta[row] = _meta(self._author_number(post.author_id), post)
+        self._ref_ids[row] = ref_id
+        self._refs[row] = self._row_or_wait(ref_id, row)
+        self._posts[row] = post
         for waiting in self._waiting.pop(post_id, ()):
-            for ref, ref_id in ((PARENT, PARENT_ID), (REPOSTED, REPOSTED_ID)):
-                if self._rec[waiting, ref_id] == post_id:
-                    self._rec[waiting, ref] = row
+            self._refs[waiting] = row
         self._row_of[post_id] = row
-        self._posts.append(post)
         for seg in self._segments_of(row):
             self._insert(seg, row, post_id)
         return True
@@ -330,15 +322,12 @@ class Thunder:
         if not fresh:
             return 0
         n0, k = self._nrows, len(fresh)
-        self._rec = _grown(self._rec, n0 + k)
-        new = self._rec[n0 : n0 + k]
-        new[:, ID] = [p.post_id for p in fresh]
-        new[:, AUTHOR] = [self._author_number(p.author_id) for p in fresh]
-        new[:, KIND] = [p.kind for p in fresh]
-        new[:, FLAGS] = [_flags(p) for p in fresh]
-        new[:, PARENT_ID] = [p.parent_id for p in fresh]
-        new[:, REPOSTED_ID] = [p.reposted_id for p in fresh]
-        self._posts.extend(fresh)
+        self._reserve(n0 + k)
+        new = slice(n0, n0 + k)
+        self._ids[new] = [p.post_id for p in fresh]
+        self._meta[new] = [_meta(self._author_number(p.author_id), p) for p in fresh]
+        self._ref_ids[new] = [_ref_id(p) for p in fresh]
+        self._posts[new] = fresh
         self._nrows = n0 + k
         self._clock_ms = max(self._clock_ms, _created_ms(fresh[-1].post_id))
         self._newest_id = max(self._newest_id, fresh[-1].post_id)
@@ -355,6 +344,13 @@ class Thunder:
             self._seg = _grown(self._seg, _LISTS * (number + 1))
         return number
 
+    def _reserve(self, size: int) -> None:
+        self._ids = _grown(self._ids, size)
+        self._meta = _grown(self._meta, size)
+        self._ref_ids = _grown(self._ref_ids, size)
+        self._refs = _grown(self._refs, size)
+        self._posts = _grown(self._posts, size)
+
     def _row_or_wait(self, ref_id: int, row: int) -> int:
         """The row holding `ref_id`, or -1; a post that may still arrive is waited for."""
         if ref_id == 0:
@@ -368,9 +364,11 @@ class Thunder:
         return -1
 
     def _segments_of(self, row: int) -> list[int]:
-        base = int(self._rec[row, AUTHOR]) * _LISTS
-        segs = [base + (_ORIGINALS if self._rec[row, KIND] == ORIGINAL else _SECONDARY)]
-        if self._rec[row, FLAGS] & _VIDEO:
+        meta = int(self._meta[row])
+        base = (meta >> _AUTHOR_SHIFT) * _LISTS
+        kind = (meta >> _KIND_SHIFT) & _LOW_BITS
+        segs = [base + (_ORIGINALS if kind == ORIGINAL else _SECONDARY)]
+        if meta & _VIDEO:
             segs.append(base + _VIDEOS)
         return segs
 
@@ -402,22 +400,21 @@ class Thunder:
 
     def _rebuild(self) -> None:
         """Drop dead rows, renumber the rest in id order, re-link and re-lay every segment."""
-        rec = self._rec[: self._nrows]
-        order = np.flatnonzero(rec[:, FLAGS] & _ALIVE)
-        order = order[np.argsort(rec[order, ID], kind="stable")]
-        self._rec = rec[order]
-        posts = self._posts
-        self._posts = [posts[i] for i in order.tolist()]
+        n = self._nrows
+        order = np.flatnonzero(self._meta[:n] & _ALIVE)
+        order = order[np.argsort(self._ids[order], kind="stable")]
+        self._ids, self._meta = self._ids[order], self._meta[order]
+        self._ref_ids, self._posts = self._ref_ids[order], self._posts[order]
         n = self._nrows = len(order)
-        self._row_of = dict(zip(self._rec[:, ID].tolist(), range(n), strict=True))
-        self._waiting = {}
-        self._rec[:, PARENT] = self._relink(self._rec[:, PARENT_ID])
-        self._rec[:, REPOSTED] = self._relink(self._rec[:, REPOSTED_ID])
+        self._row_of = dict(zip(self._ids.tolist(), range(n), strict=True))
+        self._refs = self._relink()
         self._lay_out_segments()
 
-    def _relink(self, ref_ids: np.ndarray) -> np.ndarray:
-        """Rows of the referenced ids (rows are in id order here); waits for missing ones."""
-        ids, n = self._rec[:, ID], self._nrows
+    def _relink(self) -> np.ndarray:
+        """The row of each row's referenced post (rows are in id order here), -1 where it is not
+        held; rows whose post may still arrive wait for it."""
+        ids, ref_ids, n = self._ids, self._ref_ids, self._nrows
+        self._waiting = {}
         if n == 0:
             return np.full(0, -1, np.int64)
         at = np.minimum(np.searchsorted(ids, ref_ids), n - 1)
@@ -431,11 +428,12 @@ class Thunder:
 
     def _lay_out_segments(self) -> None:
         """Every segment contiguous in a fresh pool, ids ascending, with a quarter spare room."""
-        n, rec = self._nrows, self._rec
-        videos = np.flatnonzero(rec[:, FLAGS] & _VIDEO)
-        lists = np.where(rec[:, KIND] == ORIGINAL, _ORIGINALS, _SECONDARY)
-        seg = np.concatenate([rec[:, AUTHOR] * _LISTS + lists, rec[videos, AUTHOR] * _LISTS])
-        seg[n:] += _VIDEOS
+        n, meta = self._nrows, self._meta
+        author = meta >> _AUTHOR_SHIFT
+        original = ((meta >> _KIND_SHIFT) & _LOW_BITS) == ORIGINAL
+        videos = np.flatnonzero(meta & _VIDEO)
+        lists = np.where(original, _ORIGINALS, _SECONDARY)
+        seg = np.concatenate([author * _LISTS + lists, author[videos] * _LISTS + _VIDEOS])
         rows = np.concatenate([np.arange(n), videos])
         order = np.argsort(seg * max(n, 1) + rows)  # rows are in id order
         seg, rows = seg[order], rows[order]
@@ -445,7 +443,7 @@ class Thunder:
         self._pool_end = int(room.sum())
         self._pool = np.zeros((self._pool_end + self._pool_end // 4 + 64, 2), np.int64)
         at = start[seg] + np.arange(len(seg)) - (np.cumsum(length) - length)[seg]
-        self._pool[at, 0] = rec[rows, ID]
+        self._pool[at, 0] = self._ids[rows]
         self._pool[at, 1] = rows
         self._seg = np.stack([start, length, room], axis=1)
 
@@ -464,19 +462,20 @@ class _IdTable:
         self._count = 0
 
     def _home(self, ids: np.ndarray, bits: int) -> np.ndarray:
-        return (ids.astype(np.uint64) * self._GOLDEN >> np.uint64(64 - bits)).astype(np.int64)
+        return (ids.view(np.uint64) * self._GOLDEN >> np.uint64(64 - bits)).view(np.int64)
 
     def find(self, ids: np.ndarray) -> np.ndarray:
-        """The number of each id, -1 where unknown."""
+        """The number of each id, -1 where unknown (ids <= 0 included)."""
+        ids = np.ascontiguousarray(ids, np.int64)
         out = np.full(len(ids), -1, np.int64)
-        todo = np.flatnonzero(ids > 0)
-        at = self._home(ids[todo], self._bits)
+        todo, wanted, at = np.arange(len(ids)), ids, self._home(ids, self._bits)
         while len(todo):
-            slot = self._slots[at]
-            hit = slot[:, 0] == ids[todo]
+            slot = np.take(self._slots, at, axis=0)
+            hit = slot[:, 0] == wanted
             out[todo[hit]] = slot[hit, 1]
             probe_on = ~hit & (slot[:, 0] != 0)
-            todo, at = todo[probe_on], at[probe_on] + 1
+            todo, wanted, at = todo[probe_on], wanted[probe_on], at[probe_on] + 1
+        out[ids == 0] = -1  # id 0 matched an empty slot
         return out
 
     def add(self, author_id: int, number: int, all_ids: np.ndarray) -> None:
@@ -506,13 +505,21 @@ class _IdTable:
         self._slots[at, 1] = order
 
 
-def _flags(post: Post) -> int:
+def _meta(author: int, post: Post) -> int:
+    """The meta word of a held post."""
     flags = _ALIVE
     if post.is_video and post.kind != REPLY:
         flags |= _VIDEO
     if post.kind == REPLY and post.parent_id != 0 and post.parent_id == post.conversation_id:
         flags |= _ROOT_REPLY
-    return flags
+    return author << _AUTHOR_SHIFT | post.kind << _KIND_SHIFT | flags
+
+
+def _ref_id(post: Post) -> int:
+    """The post this one points to: a reply's parent, a repost's reposted post; else 0."""
+    if post.kind == REPLY:
+        return post.parent_id
+    return post.reposted_id if post.kind == REPOST else 0
 
 
 def _first_id_at(ms: int) -> int:

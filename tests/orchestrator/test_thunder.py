@@ -503,6 +503,7 @@ def test_many_authors_through_single_ingests() -> None:
     following = [10_000 + i for i in range(0, 3_000, 7)]
     assert look(thunder, following) == sorted(ids(posts[::7]), reverse=True)
     assert look(thunder, [1, 2, 3]) == []
+    assert look(thunder, [0, -1]) == []  # 0 means nothing; the table marks empty slots with it
 
 
 def test_lookups_and_writes_from_several_threads() -> None:
