@@ -49,7 +49,7 @@ Build a synthetic Thunder store and time it:
             replies, 5% reposts, 10% of originals with video, spread over the 72 h before now,
             so a third is past the 48 h retention (lookups must skip it; expire drops it)
   ingest    ingest_many of all but the newest posts (the bulk load), then ingest() one call per
-            post for the newest ones (up to 100,000), then one expire(now)
+            post for the newest tenth (at most 100,000), then one expire(now)
   lookups   for each --following count: --lookups lookups (after 20 untimed ones), each for a
             random viewer following that many random authors, at now, with the default limits
             (1,200 results, 50 originals and 30 replies/reposts per author); timed once on the
