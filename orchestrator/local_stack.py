@@ -6,6 +6,7 @@ repository, and the orchestrator's app on uvicorn in a background thread, both o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,18 @@ from orchestrator.app import create_app
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
 from phoenix.errors import ServingError
+from phoenix.machine import usable_cpus
+from phoenix.serving import ORT_THREADS_ENV
 from phoenix.triton.server import TritonServer, free_port
+
+
+def served_model_environment() -> dict[str, str]:
+    """ONNX Runtime threads per served model when Triton and the orchestrator share this machine:
+    half the usable CPUs (at least one), leaving the rest to the orchestrator; on 2 cores one
+    thread per model is faster than two (measured: ranker call 30 vs 44 ms at ~700 candidates).
+    An explicit PHOENIX_ORT_THREADS in the environment wins."""
+    threads = os.environ.get(ORT_THREADS_ENV) or str(max(1, usable_cpus() // 2))
+    return {ORT_THREADS_ENV: threads}
 
 
 class AppServer:
@@ -68,7 +80,11 @@ class LocalStack:
     ) -> None:
         self.triton_grpc_port = free_port()
         self.triton = TritonServer(
-            repository, http_port=0, grpc_port=self.triton_grpc_port, metrics_port=0
+            repository,
+            http_port=0,
+            grpc_port=self.triton_grpc_port,
+            metrics_port=0,
+            environment=served_model_environment(),
         )
         self.settings = OrchestratorSettings(
             world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings

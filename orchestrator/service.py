@@ -24,6 +24,7 @@ from orchestrator.pipeline.scorer import PhoenixScorer
 from orchestrator.pipeline.sources import RetrievalSource, ThunderSource
 from orchestrator.post_index import PostIndex
 from orchestrator.retrieval import make_index
+from orchestrator.retrieval.threads import search_executor
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.state.posts import Post
 from orchestrator.state.viewers import Engagement
@@ -74,6 +75,7 @@ class FeedService:
     def __init__(self, settings: OrchestratorSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._search_executor = search_executor(settings.ann_threads)
         world = load_world(settings.world)
         state = load_world_state(world, max_history=settings.max_history)
         self.viewers = state.viewers
@@ -108,6 +110,7 @@ class FeedService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
         await self.triton.close()
+        self._search_executor.shutdown(wait=False)
 
     async def _maintain(self) -> None:
         while True:
@@ -155,8 +158,12 @@ class FeedService:
         )  # fmt: skip
         self.index = index
         self._pipeline = FeedPipeline(
-            sources=(RetrievalSource(self.triton, index, self.settings.retrieval_k),
-                     self._thunder_source),
+            sources=(
+                RetrievalSource(
+                    self.triton, index, self.settings.retrieval_k, self._search_executor
+                ),
+                self._thunder_source,
+            ),
             hydrator=self._hydrator,
             filters=default_filters(int(self.settings.retention_hours * 3_600_000)),
             scorer=PhoenixScorer(self.triton),

@@ -19,6 +19,9 @@ class OrchestratorSettings(BaseModel):
         default=2.0, gt=0, le=60, description="per Triton call; slower counts as down"
     )
     ann_backend: str = Field(default="auto", description="auto, exact, faiss or cuvs")
+    ann_threads: int = Field(
+        default=1, ge=1, le=256, description="CPU threads per ANN search (faiss OpenMP)"
+    )
     retrieval_k: int = Field(default=400, ge=1, le=5000, description="posts retrieved per feed")
     max_history: int = Field(default=1024, ge=1, description="engagements kept per viewer")
     reconnect_s: float = Field(

@@ -14,3 +14,7 @@ MODEL_NAMES: tuple[str, ...] = (RANKER, USER_TOWER, CANDIDATE_TOWER)
 MODEL_CONFIG_PARAMETER = "phoenix_model_config"
 #: config.pbtxt string parameter: the most candidates one ranker request may carry.
 MAX_CANDIDATES_PARAMETER = "max_candidates"
+
+#: Environment variable read by the `cpu` target's model.py: ONNX Runtime intra-op threads
+#: (0 or unset: ONNX Runtime's default, one per core).
+ORT_THREADS_ENV = "PHOENIX_ORT_THREADS"

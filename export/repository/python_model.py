@@ -44,6 +44,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("PHOENIX_ORT_THREADS", "0"))
         options.inter_op_num_threads = 1
+        # Idle intra-op threads spin-wait by default; with three models and the orchestrator on a
+        # few cores, the spinning of one model's threads slows the next model down.
+        spin = os.environ.get("PHOENIX_ORT_SPIN", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.session = ort.InferenceSession(
             str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )

@@ -34,7 +34,6 @@ from loadtest.triton_bench.results import TritonBenchReport, with_ratios
 from loadtest.triton_bench.settings import (
     AGREEMENT_TOLERANCE,
     BATCHED,
-    ORT_THREADS_ENV,
     REQUEST_TIMEOUT_S,
     UNBATCHED,
     BenchSettings,
@@ -42,6 +41,7 @@ from loadtest.triton_bench.settings import (
 )
 from phoenix.config import ModelConfig
 from phoenix.errors import ConfigError, ServingError
+from phoenix.serving import ORT_THREADS_ENV
 from phoenix.triton.server import TritonServer
 
 

@@ -18,8 +18,6 @@ REQUEST_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 120.0
 #: Seconds to wait for Triton's statistics to count every request sent (they lag the responses).
 STATS_TIMEOUT_S = 10.0
-#: The env var the Python-backend model reads for ONNX Runtime's intra-op thread count.
-ORT_THREADS_ENV = "PHOENIX_ORT_THREADS"
 
 Request = dict[str, np.ndarray]
 #: One case: (path, client threads, dynamic batching; None in-process).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 from typing import Protocol
 
 from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
@@ -42,17 +43,27 @@ class RetrievalSource:
 
     name = RETRIEVAL
 
-    def __init__(self, triton: PhoenixTriton, index: PostIndex, k: int = 500) -> None:
+    def __init__(
+        self,
+        triton: PhoenixTriton,
+        index: PostIndex,
+        k: int = 500,
+        executor: Executor | None = None,
+    ) -> None:
         self.triton = triton
         self.index = index
         self.k = k
+        self.executor = executor  # where searches run (None: asyncio's default executor)
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
         if query.in_network_only:
             return []
         features = viewer_features(self.triton.served.hasher, query.viewer)
         embedding = await self.triton.embed_users(features)
-        ids, scores = await asyncio.to_thread(self.index.search, embedding[0], self.k)
+        loop = asyncio.get_running_loop()
+        ids, scores = await loop.run_in_executor(
+            self.executor, self.index.search, embedding[0], self.k
+        )
         return [
             Candidate(int(i), RETRIEVAL, in_network=False, retrieval_score=float(s))
             for i, s in zip(ids, scores, strict=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from orchestrator.benchmarks.ann import add_parser as add_ann
+from orchestrator.benchmarks.thunder import add_parser as add_thunder
 from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
 
@@ -60,12 +62,14 @@ _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark the models (and later the served system)",
+        help="benchmark the models, Triton serving, Thunder and the ANN index",
         description="Benchmarks: each prints the machine it ran on and a Markdown table.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     _add_ranker(benchmarks)
     _add_triton(benchmarks)
+    add_thunder(benchmarks)
+    add_ann(benchmarks)
 
 
 def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:

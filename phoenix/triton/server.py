@@ -40,7 +40,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -207,7 +207,9 @@ class TritonServer:
     `log_file`, appended to, or by default to a file in a new temporary directory that is kept
     after `stop()` so the log can still be read. `start()` also writes the bytecode cache of the
     repository's Python files (see `precompile_model_sources`). `extra_args` are passed to
-    tritonserver after ours (for a flag given twice, Triton keeps the last value).
+    tritonserver after ours (for a flag given twice, Triton keeps the last value); `environment`
+    adds to (or overrides) the variables the server and its models see, e.g. the served models'
+    `PHOENIX_ORT_THREADS`.
     """
 
     def __init__(
@@ -223,6 +225,7 @@ class TritonServer:
         log_file: Path | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 120.0,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         ports = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
         for name, port in ports.items():
@@ -244,6 +247,7 @@ class TritonServer:
         self._log_verbose = log_verbose
         self._log_file = None if log_file is None else Path(log_file).absolute()
         self._extra_args = tuple(extra_args)
+        self._environment = dict(environment or {})
         self._startup_timeout_s = startup_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._returncode: int | None = None
@@ -353,7 +357,7 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self._environment(installation),
+                env={**self._server_environment(installation), **self._environment},
                 start_new_session=True,  # its own process group: stop() kills the stubs too
                 preexec_fn=_parent_death_signal(),
             )
@@ -387,7 +391,7 @@ class TritonServer:
         return python.parent
 
     @staticmethod
-    def _environment(installation: _Installation) -> dict[str, str]:
+    def _server_environment(installation: _Installation) -> dict[str, str]:
         env = dict(os.environ)
         libdir = sysconfig.get_config_var("LIBDIR") or ""
         soname = sysconfig.get_config_var("INSTSONAME") or ""

@@ -62,7 +62,12 @@ class TritonPythonModel:
 
 
 def write_model(
-    repository: Path, name: str, version: int = 1, *, addend: int = 1, initialize: str = "pass"
+    repository: Path,
+    name: str,
+    version: int = 1,
+    *,
+    addend: int | str = 1,
+    initialize: str = "pass",
 ) -> Path:
     """Model `name` (config.pbtxt) with version directory `version`; returns that directory."""
     model = repository / name
@@ -178,11 +183,15 @@ def test_port_in_use_is_rejected_before_starting(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
-    """A server on a repository with `add_one` (+1) and `add_versioned` (+1 at version 1)."""
+    """A server on a repository with `add_one` (+1), `add_versioned` (+1 at version 1) and
+    `add_env` (+ the PHOENIX_TEST_ADDEND the server was given, 5)."""
     workdir = tmp_path_factory.mktemp("triton")
     repository = workdir / "repository"
     write_model(repository, "add_one")
     write_model(repository, "add_versioned")
+    write_model(
+        repository, "add_env", addend='int(__import__("os").environ["PHOENIX_TEST_ADDEND"])'
+    )
     server = TritonServer(
         repository,
         http_port=0,
@@ -190,6 +199,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
         metrics_port=0,
         poll_interval_s=1.0,
         log_file=workdir / "tritonserver.log",
+        environment={"PHOENIX_TEST_ADDEND": "5"},
     )
     with server:
         yield server, repository
@@ -228,6 +238,17 @@ def test_serves_http_grpc_and_metrics(served: tuple[TritonServer, Path]) -> None
     )
     assert successes is not None, metrics[:2000]
     assert int(successes.group(1)) >= 2
+
+
+@pytest.mark.triton
+def test_models_see_the_environment_the_server_was_given(
+    served: tuple[TritonServer, Path],
+) -> None:
+    server, _ = served
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+    y, _ = infer_http(server.endpoints.http, "add_env", x)
+    np.testing.assert_array_equal(y, x + 5)
+    assert "PHOENIX_TEST_ADDEND" not in os.environ  # given to the server only
 
 
 @pytest.mark.triton
