@@ -85,6 +85,7 @@ class FeedService:
         now = self.clock.now_ms()
         self.thunder.ingest_many(list(self.posts))
         self.thunder.expire(now)
+        self._expired_at_ms = now
         self.triton = PhoenixTriton(
             settings.triton_url, timeout_s=settings.triton_timeout_s, metrics=self.metrics
         )
@@ -122,14 +123,19 @@ class FeedService:
 
     async def _refresh(self) -> None:
         now = self.clock.now_ms()
-        expired = self.thunder.expire(now)
+        expired = 0
+        expire = now - self._expired_at_ms >= self.settings.expire_interval_s * 1000
+        if expire:  # Thunder's expire rebuilds its layout: not every round
+            self._expired_at_ms = now
+            expired += self.thunder.expire(now)
         if self.index is None:
             await self._build_index(now)
         else:
-            expired += self.index.expire(now)
+            if expire:
+                expired += self.index.expire(now)
             await self._flush_pending()
         if expired:
-            log.debug("expired %d entries", expired)
+            log.info("expired %d posts past the retention window", expired)
         self.metrics.thunder_size.set(len(self.thunder))
         if self.index is not None:
             self.metrics.index_size.set(len(self.index))

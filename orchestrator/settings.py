@@ -27,6 +27,9 @@ class OrchestratorSettings(BaseModel):
     reconnect_s: float = Field(
         default=2.0, gt=0, description="how often to retry Triton and refresh the index"
     )
+    expire_interval_s: float = Field(
+        default=60.0, gt=0, description="how often posts past the retention window are dropped"
+    )
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     thunder: ThunderSettings = Field(default_factory=ThunderSettings)
 

@@ -1,0 +1,75 @@
+"""The retrieval corpus: which posts are indexed, search, removal and expiry (Triton's candidate
+tower replaced by a deterministic embedding)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from orchestrator.post_index import PostIndex
+from orchestrator.retrieval import make_index
+from orchestrator.state.posts import Post
+from orchestrator.triton_client import ServedModels
+from phoenix.config import get_config
+from phoenix.serving import CANDIDATE_TOWER, RANKER, USER_TOWER
+from phoenix.snowflake import snowflake_id
+from phoenix.world.schema import REPLY, REPOST
+
+CONFIG = get_config("tiny")
+NOW = 1_780_000_000_000
+HOUR = 3_600_000
+
+
+class FakeTriton:
+    """Embeds a post as the unit vector on axis (post hash % D)."""
+
+    served = ServedModels(CONFIG, 64, {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 4})
+
+    async def embed_posts(self, post_hash: np.ndarray, author_hash: np.ndarray) -> np.ndarray:
+        vectors = np.zeros((len(post_hash), CONFIG.emb_dim), np.float32)
+        vectors[np.arange(len(post_hash)), post_hash[:, 0] % CONFIG.emb_dim] = 1.0
+        return vectors
+
+
+def _post(hours_ago: float, seq: int, kind: int = 0) -> Post:
+    return Post(int(snowflake_id(NOW - int(hours_ago * HOUR), seq)), author_id=7, kind=kind)
+
+
+def _index() -> PostIndex:
+    return PostIndex(make_index("exact", dim=CONFIG.emb_dim), FakeTriton())  # type: ignore[arg-type]
+
+
+def test_only_originals_inside_the_window_are_indexable() -> None:
+    index = _index()
+    assert index.indexable(_post(1, 0), NOW)
+    assert index.indexable(_post(47.9, 1), NOW)
+    assert not index.indexable(_post(48.1, 2), NOW)
+    assert not index.indexable(_post(1, 3, REPLY), NOW)
+    assert not index.indexable(_post(1, 4, REPOST), NOW)
+    assert not index.indexable(_post(-1, 5), NOW)  # from the future
+
+
+def test_added_posts_are_found_and_removed_ones_are_not() -> None:
+    index = _index()
+    posts = [_post(1, i) for i in range(10)] + [_post(1, 10, REPLY)]
+    assert asyncio.run(index.add(posts)) == 10  # the reply is left out
+    assert len(index) == 10
+    hasher = FakeTriton.served.hasher
+    target = posts[3]
+    query = np.zeros(CONFIG.emb_dim, np.float32)
+    query[hasher.posts(np.array([target.post_id]))[0, 0] % CONFIG.emb_dim] = 1.0
+    ids, scores = index.search(query, 3)
+    assert target.post_id in ids.tolist() and scores[0] == 1.0
+    assert index.remove([target.post_id]) == 1
+    ids, _ = index.search(query, 10)
+    assert target.post_id not in ids.tolist()
+
+
+def test_expire_drops_posts_past_the_window() -> None:
+    index = _index()
+    fresh, old = _post(1, 0), _post(30, 1)
+    asyncio.run(index.add([fresh, old]))
+    assert index.expire(NOW) == 0
+    assert index.expire(NOW + 20 * HOUR) == 1  # `old` is now 50 h old
+    assert index.index.ids().tolist() == [fresh.post_id]
