@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml scripts/install-torch.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	scripts/install-torch.sh $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[export,serve,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[export,serve,loadtest,dev]"
 	touch $@
 
 demo: setup

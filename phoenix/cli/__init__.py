@@ -14,7 +14,17 @@ from phoenix import __version__
 from phoenix.errors import PhoenixError
 
 #: Modules under phoenix.cli that each add one or more subcommands.
-_COMMAND_MODULES = ("world", "train", "evaluate", "export", "triton", "serve", "demo", "bench")
+_COMMAND_MODULES = (
+    "world",
+    "train",
+    "evaluate",
+    "export",
+    "triton",
+    "serve",
+    "demo",
+    "bench",
+    "loadtest",
+)
 
 #: Third-party loggers that log at INFO what only matters when debugging.
 _QUIET_LOGGERS = ("httpx", "faiss", "faiss.loader")

@@ -1,0 +1,68 @@
+"""The Locust user of the feed service: feed requests over the viewer mix, plus post creation and
+engagement writes at `PHOENIX_LOADTEST_WRITES` of all requests.
+
+Each user runs `PHOENIX_LOADTEST_USER_RPS` tasks per second (constant throughput), so the offered
+load is users x that rate whatever the latency: a step load then finds the knee of the service.
+A degraded feed counts as a failure: it is not the feed the service exists to give.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from locust import HttpUser, constant_throughput, task
+
+from loadtest.env import MIX_ENV, USER_RPS_ENV, WRITES_ENV
+from loadtest.viewer_mix import ViewerMix
+from phoenix.actions import ACTIONS
+
+_MIX = ViewerMix.read(os.environ[MIX_ENV]) if os.environ.get(MIX_ENV) else None
+_WRITES = float(os.environ.get(WRITES_ENV, "0.1"))
+_FEED_WEIGHT = max(0, round(1000 * (1 - _WRITES)))
+_WRITE_WEIGHT = round(500 * _WRITES)  # half posts, half engagements
+#: Actions an engagement write carries: the common positive ones.
+_ENGAGEMENTS = ("favorite", "click", "dwell", "repost", "reply")
+
+
+class FeedUser(HttpUser):
+    wait_time = constant_throughput(float(os.environ.get(USER_RPS_ENV, "1")))
+
+    def on_start(self) -> None:
+        if _MIX is None:
+            raise RuntimeError(f"{MIX_ENV} is not set: run the load test with phoenix loadtest")
+        self.rng = random.Random()
+
+    def _viewer(self) -> int:
+        return self.rng.choices(_MIX.viewers, weights=_MIX.weights)[0]  # type: ignore[union-attr]
+
+    @task(_FEED_WEIGHT)
+    def feed(self) -> None:
+        body = {"viewer_id": self._viewer()}
+        with self.client.post("/v1/feed", json=body, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+            elif response.json().get("degraded"):
+                response.failure(f"degraded: {response.json().get('degraded_reason')}")
+            elif not response.json().get("posts"):
+                response.failure("empty feed")
+
+    @task(_WRITE_WEIGHT)
+    def create_post(self) -> None:
+        body = {"author_id": self.rng.choice(_MIX.authors), "text": "load test post"}  # type: ignore[union-attr]
+        with self.client.post("/v1/posts", json=body, catch_response=True) as response:
+            if response.status_code != 201:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    @task(_WRITE_WEIGHT)
+    def engage(self) -> None:
+        action = self.rng.choice(_ENGAGEMENTS)
+        assert action in ACTIONS
+        body = {
+            "viewer_id": self._viewer(),
+            "post_id": self.rng.choice(_MIX.posts),  # type: ignore[union-attr]
+            "actions": [action],
+        }
+        with self.client.post("/v1/engagements", json=body, catch_response=True) as response:
+            if response.status_code != 201:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")

@@ -1,0 +1,1 @@
+"""Locustfiles that `phoenix loadtest` runs (one per target)."""
