@@ -1,8 +1,8 @@
 """The Locust user of the feed service: feed requests over the viewer mix, plus post creation and
 engagement writes at `PHOENIX_LOADTEST_WRITES` of all requests.
 
-Each user runs `PHOENIX_LOADTEST_USER_RPS` tasks per second (constant throughput), so the offered
-load is users x that rate whatever the latency: a step load then finds the knee of the service.
+Each user sends `PHOENIX_LOADTEST_USER_RPS` requests per second as a Poisson process, so the
+offered load is users x that rate whatever the latency: a step load then finds the knee.
 A degraded feed counts as a failure: it is not the feed the service exists to give.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import random
 
-from locust import HttpUser, constant_throughput, task
+from locust import HttpUser, task
 
+from loadtest.arrivals import poisson_throughput
 from loadtest.env import MIX_ENV, USER_RPS_ENV, WRITES_ENV
 from loadtest.viewer_mix import ViewerMix
 from phoenix.actions import ACTIONS
@@ -26,7 +27,7 @@ _ENGAGEMENTS = ("favorite", "click", "dwell", "repost", "reply")
 
 
 class FeedUser(HttpUser):
-    wait_time = constant_throughput(float(os.environ.get(USER_RPS_ENV, "1")))
+    wait_time = poisson_throughput(float(os.environ.get(USER_RPS_ENV, "1")))
 
     def on_start(self) -> None:
         if _MIX is None:

@@ -9,8 +9,9 @@ import os
 import time
 
 import numpy as np
-from locust import User, constant_throughput, task
+from locust import User, task
 
+from loadtest.arrivals import poisson_throughput
 from loadtest.env import CANDIDATES_ENV, USER_RPS_ENV
 from loadtest.ranker_request import infer_ranker, ranker_request, served_ranker
 from phoenix.serving import RANKER
@@ -20,7 +21,7 @@ _POOL = 8
 
 
 class TritonRankerUser(User):
-    wait_time = constant_throughput(float(os.environ.get(USER_RPS_ENV, "1")))
+    wait_time = poisson_throughput(float(os.environ.get(USER_RPS_ENV, "1")))
 
     def on_start(self) -> None:
         import tritonclient.http as httpclient

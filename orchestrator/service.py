@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 
 from orchestrator.metrics import Metrics
+from orchestrator.pipeline.budget import ScoringBudget
 from orchestrator.pipeline.candidate import FeedQuery
-from orchestrator.pipeline.filters import default_filters
+from orchestrator.pipeline.filters import Filter, default_filters
 from orchestrator.pipeline.hydrator import PostHydrator
 from orchestrator.pipeline.runner import FeedPipeline, FeedResult
 from orchestrator.pipeline.scorer import PhoenixScorer
@@ -171,12 +172,19 @@ class FeedService:
                 self._thunder_source,
             ),
             hydrator=self._hydrator,
-            filters=default_filters(int(self.settings.retention_hours * 3_600_000)),
+            filters=self._filters(),
             scorer=PhoenixScorer(self.triton),
             ranking=self.settings.ranking,
             metrics=self.metrics,
         )  # fmt: skip
         await self._flush_pending()
+
+    def _filters(self) -> tuple[Filter, ...]:
+        """DESIGN.md 7's filters, then the scoring budget when one is set."""
+        filters = default_filters(int(self.settings.retention_hours * 3_600_000))
+        if self.settings.scoring_budget is not None:
+            filters = (*filters, ScoringBudget(self.settings.scoring_budget))
+        return filters
 
     async def _flush_pending(self) -> None:
         if not self._pending or self.index is None:
@@ -216,7 +224,7 @@ class FeedService:
         )
         if self._pipeline is None:  # Triton never answered yet: Thunder only, degraded
             pipeline = FeedPipeline(
-                (self._thunder_source,), self._hydrator, default_filters(),
+                (self._thunder_source,), self._hydrator, self._filters(),
                 PhoenixScorer(self.triton), self.settings.ranking, self.metrics,
             )  # fmt: skip
             result = await pipeline.run(query)

@@ -23,6 +23,11 @@ class OrchestratorSettings(BaseModel):
         default=1, ge=1, le=256, description="CPU threads per ANN search (faiss OpenMP)"
     )
     retrieval_k: int = Field(default=400, ge=1, le=5000, description="posts retrieved per feed")
+    scoring_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="most candidates sent to the ranker (None: every survivor, as DESIGN.md)",
+    )
     max_history: int = Field(default=1024, ge=1, description="engagements kept per viewer")
     reconnect_s: float = Field(
         default=2.0, gt=0, description="how often to retry Triton and refresh the index"

@@ -76,6 +76,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--p99-limit-ms", type=float, default=150.0, help="steps: p99 that defines the knee"
     )
+    p.add_argument(
+        "--retrieval-k", type=int, default=400, help="feed stack started here: posts retrieved"
+    )
+    p.add_argument(
+        "--scoring-budget",
+        type=int,
+        default=None,
+        help="feed stack started here: most candidates sent to the ranker (default: all)",
+    )
     p.add_argument("--world", type=Path, default=Path("runs/world"), help="world (feed target)")
     p.add_argument(
         "--repository",
@@ -165,5 +174,11 @@ def _host(args: argparse.Namespace) -> Iterator[str]:
         return
     from orchestrator.local_stack import LocalStack
 
-    with LocalStack(args.repository, args.world) as stack:
+    stack = LocalStack(
+        args.repository,
+        args.world,
+        retrieval_k=args.retrieval_k,
+        scoring_budget=args.scoring_budget,
+    )
+    with stack:
         yield stack.url

@@ -54,6 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--retrieval-k", type=int, default=400, metavar="K", help="posts retrieved per feed"
     )
     p.add_argument(
+        "--scoring-budget",
+        type=int,
+        default=None,
+        metavar="N",
+        help="send at most N candidates to the ranker: the newest in-network and the best "
+        "retrieved (default: all survivors of the filters; a cap for few CPU cores)",
+    )
+    p.add_argument(
         "--triton-timeout",
         type=float,
         default=2.0,
@@ -90,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             triton_timeout_s=args.triton_timeout,
             ann_backend=args.ann_backend,
             retrieval_k=args.retrieval_k,
+            scoring_budget=args.scoring_budget,
             **extra,
         )
     except ValidationError as exc:
