@@ -35,6 +35,10 @@ from phoenix.world.schema import POST_KINDS
 
 log = logging.getLogger(__name__)
 
+#: Seconds an idle keep-alive connection stays open. uvicorn's default (5 s) races with clients
+#: that reuse a connection after a pause: a request sent as the server closes fails (HTTP 0).
+KEEP_ALIVE_S = 75
+
 #: Largest request body accepted (seen_ids and served_ids of 10,000 ids each fit easily).
 MAX_BODY_BYTES = 1 << 20
 

@@ -15,7 +15,7 @@ from types import TracebackType
 import httpx
 import uvicorn
 
-from orchestrator.app import create_app
+from orchestrator.app import KEEP_ALIVE_S, create_app
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
 from phoenix.errors import ServingError
@@ -40,7 +40,14 @@ class AppServer:
         self.host = host
         self.port = port or free_port()
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                timeout_keep_alive=KEEP_ALIVE_S,
+            )
         )
         self._thread = threading.Thread(target=self._server.run, name="uvicorn", daemon=True)
 

@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from orchestrator.app import create_app
+    from orchestrator.app import KEEP_ALIVE_S, create_app
     from orchestrator.service import FeedService
     from orchestrator.settings import OrchestratorSettings
     from phoenix.ranking_config import RankingConfig
@@ -107,5 +107,11 @@ def _run(args: argparse.Namespace) -> int:
         ) from exc
     service = FeedService(settings)
     log.info("serving on http://%s:%d (Triton %s)", args.host, args.port, settings.triton_url)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(service),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     return 0
