@@ -96,7 +96,13 @@ class FeedService:
         self._write_lock = threading.Lock()
         self._pipeline: FeedPipeline | None = None
         self._maintenance: asyncio.Task[None] | None = None
-        self._thunder_source = ThunderSource(self.thunder)
+        # With a scoring budget the ranker sees at most that many candidates, the newest
+        # in-network ones first: Thunder need not build more (twice, for what filters drop).
+        budget = settings.scoring_budget
+        self._thunder_source = ThunderSource(
+            self.thunder,
+            None if budget is None else min(2 * budget, settings.thunder.max_results),
+        )
         self._hydrator = PostHydrator(self.posts, self.viewers)
 
     # ---------------------------------------------------------------- lifecycle

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ class Candidate:
     # new-author boost, author diversity and the out-of-network discount.
     weighted_score: float = 0.0
     score: float = 0.0
-    notes: list[str] = field(default_factory=list)  # e.g. "new_author_boost", for debugging
+    notes: tuple[str, ...] = ()  # e.g. ("new_author_boost",), for debugging
 
     @property
     def author_id(self) -> int:

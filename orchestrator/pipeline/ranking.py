@@ -108,7 +108,7 @@ def new_author_boost(config: RankingConfig, candidates: Sequence[Candidate]) -> 
             best = c
     if best is not None and best.score < target:
         best.score = target
-        best.notes.append("new_author_boost")
+        best.notes = (*best.notes, "new_author_boost")
 
 
 def author_diversity(config: RankingConfig, candidates: Sequence[Candidate]) -> None:

@@ -24,8 +24,9 @@ class ThunderSource:
 
     name = THUNDER
 
-    def __init__(self, thunder: Thunder) -> None:
+    def __init__(self, thunder: Thunder, max_results: int | None = None) -> None:
         self.thunder = thunder
+        self.max_results = max_results  # None: Thunder's own maximum (1,200)
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
         viewer = query.viewer
@@ -34,6 +35,7 @@ class ThunderSource:
             viewer.following,
             query.now_ms,
             exclude=query.seen_ids | query.served_ids,
+            max_results=self.max_results,
         )
         return [Candidate(p.post_id, THUNDER, in_network=True, post=p) for p in posts]
 

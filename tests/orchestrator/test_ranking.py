@@ -168,7 +168,7 @@ def test_new_author_boost_lifts_to_the_16th_best_score() -> None:
     small = cand(author=1, followers=1_000, score=0.5)
     new_author_boost(CONFIG, [*field, small])
     assert small.score == 5.0
-    assert small.notes == ["new_author_boost"]
+    assert small.notes == ("new_author_boost",)
     assert [c.score for c in field] == [float(20 - i) for i in range(20)]
 
 
@@ -177,7 +177,7 @@ def test_new_author_boost_needs_16_candidates() -> None:
     small = cand(author=1, followers=10, score=0.5)
     new_author_boost(CONFIG, [*field, small])  # 15 candidates
     assert small.score == 0.5
-    assert small.notes == []
+    assert small.notes == ()
 
 
 def test_new_author_boost_only_for_originals() -> None:
@@ -185,7 +185,7 @@ def test_new_author_boost_only_for_originals() -> None:
     repost = cand(author=2, followers=10, kind=REPOST, score=0.4)
     new_author_boost(CONFIG, [*_field(20), reply, repost])
     assert (reply.score, repost.score) == (0.5, 0.4)
-    assert reply.notes == repost.notes == []
+    assert reply.notes == repost.notes == ()
 
 
 def test_new_author_boost_follower_limit() -> None:
@@ -202,7 +202,7 @@ def test_new_author_boost_at_most_one_post() -> None:
     second = cand(author=2, followers=10, score=0.8)
     new_author_boost(CONFIG, [*_field(20), second, best])
     assert (best.score, second.score) == (5.0, 0.8)
-    assert second.notes == []
+    assert second.notes == ()
 
 
 def test_new_author_boost_leaves_a_post_already_above_the_target() -> None:
@@ -211,7 +211,7 @@ def test_new_author_boost_leaves_a_post_already_above_the_target() -> None:
     other_small = cand(author=2, followers=10, score=0.1)
     new_author_boost(CONFIG, [*field, small, other_small])
     assert (small.score, other_small.score) == (7.5, 0.1)
-    assert small.notes == other_small.notes == []
+    assert small.notes == other_small.notes == ()
 
 
 # ------------------------------------------------------------------ diversity and discount

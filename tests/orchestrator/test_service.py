@@ -136,3 +136,18 @@ def test_before_triton_answers_feeds_are_in_network_and_degraded(service: FeedSe
 
 def test_readiness_reports_each_dependency(service: FeedService) -> None:
     assert asyncio.run(service.ready()) == {"triton": False, "index": False}
+
+
+def test_a_scoring_budget_caps_what_thunder_builds_and_what_is_ranked(world_dir: Path) -> None:
+    settings = OrchestratorSettings(
+        world=world_dir, triton_url=f"127.0.0.1:{free_port()}", scoring_budget=3
+    )
+    service = FeedService(settings)
+    assert service._thunder_source.max_results == 6
+    viewer = max(
+        service.viewers.user_ids(),
+        key=lambda v: len(service.viewers.get(v).following),  # type: ignore[union-attr]
+    )
+    result = asyncio.run(service.feed(viewer, limit=50))
+    assert result.candidates["thunder"] <= 6
+    assert 0 < len(result.posts) <= 3  # the budget keeps three for the (degraded) ranking
