@@ -96,7 +96,7 @@ def test_the_triton_user_gets_pytorchs_probabilities(deployed: Deployed, stack: 
 def test_a_short_triton_run_with_a_step_shape(stack: LocalStack, tmp_path: Path) -> None:
     settings = LoadTestSettings(
         target="triton", users=4, duration_s=8, candidates=64, shape="steps",
-        start_users=2, step_users=2, step_s=4, user_rps=4,
+        start_users=2, step_users=2, step_s=4, user_rps=10,
     )  # fmt: skip
     result = run_locust(settings, stack.triton.endpoints.http, tmp_path / "out")
     assert result.summary.total.failures == 0
