@@ -8,8 +8,7 @@ on /v1/feed, which degrades instead.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from orchestrator.http_observer import RequestObserver
 from orchestrator.schemas import (
     Changed,
     CreatePostRequest,
@@ -62,22 +62,7 @@ def create_app(service: FeedService) -> FastAPI:
     )
     metrics = service.metrics
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                {"detail": f"body: larger than {MAX_BODY_BYTES} bytes"}, status_code=413
-            )
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.http_requests.labels(path, str(response.status_code)).inc()
-        metrics.http_latency.labels(path).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(RequestObserver, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:

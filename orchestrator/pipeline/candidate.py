@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,8 @@ class FeedQuery:
     seen_ids: frozenset[int] = frozenset()
     served_ids: frozenset[int] = frozenset()
     in_network_only: bool = False
+    #: Values that several stages derive from the query, computed once (the viewer's features).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(slots=True)

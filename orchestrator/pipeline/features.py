@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from orchestrator.pipeline.candidate import FeedQuery
 from orchestrator.state.viewers import Viewer
 from phoenix.features import Arrays, pack_history
 from phoenix.hashing import IdHasher
 
 #: Product surface of every candidate served in the For You feed.
 FOR_YOU_SURFACE = 0
+
+
+def query_features(hasher: IdHasher, query: FeedQuery) -> Arrays:
+    """The query's viewer features, packed once per request (retrieval and the ranker share
+    them)."""
+    key = f"viewer_features:{id(hasher.config)}"
+    if key not in query.memo:
+        query.memo[key] = viewer_features(hasher, query.viewer)
+    return query.memo[key]
 
 
 def viewer_features(hasher: IdHasher, viewer: Viewer) -> Arrays:

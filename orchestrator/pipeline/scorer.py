@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.pipeline.candidate import Candidate, FeedQuery
-from orchestrator.pipeline.features import FOR_YOU_SURFACE, viewer_features
+from orchestrator.pipeline.features import FOR_YOU_SURFACE, query_features
 from orchestrator.triton_client import PhoenixTriton
 from phoenix.features import pack_candidates
 
@@ -28,7 +28,7 @@ class PhoenixScorer:
         features = pack_candidates(
             hasher, post_ids, author_ids, np.full(n, FOR_YOU_SURFACE, np.int64)
         )
-        probs, dwell = await self.triton.rank(viewer_features(hasher, query.viewer), features)
+        probs, dwell = await self.triton.rank(query_features(hasher, query), features)
         for c, p, d in zip(candidates, probs, dwell, strict=True):
             c.predictions = p
             c.dwell_time_s = float(d)

@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
-from orchestrator.pipeline.features import viewer_features
+from orchestrator.pipeline.features import query_features
 from orchestrator.post_index import PostIndex
 from orchestrator.thunder import Thunder
 from orchestrator.triton_client import PhoenixTriton
@@ -60,7 +60,7 @@ class RetrievalSource:
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
         if query.in_network_only:
             return []
-        features = viewer_features(self.triton.served.hasher, query.viewer)
+        features = query_features(self.triton.served.hasher, query)
         embedding = await self.triton.embed_users(features)
         loop = asyncio.get_running_loop()
         ids, scores = await loop.run_in_executor(
