@@ -104,6 +104,11 @@ class FeedService:
             None if budget is None else min(2 * budget, settings.thunder.max_results),
         )
         self._hydrator = PostHydrator(self.posts, self.viewers)
+        # Until Triton first answers: Thunder's candidates, in recency order (the scorer fails).
+        self._thunder_only = FeedPipeline(
+            (self._thunder_source,), self._hydrator, self._filters(),
+            PhoenixScorer(self.triton), settings.ranking, self.metrics,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -229,11 +234,7 @@ class FeedService:
             in_network_only=in_network_only,
         )
         if self._pipeline is None:  # Triton never answered yet: Thunder only, degraded
-            pipeline = FeedPipeline(
-                (self._thunder_source,), self._hydrator, self._filters(),
-                PhoenixScorer(self.triton), self.settings.ranking, self.metrics,
-            )  # fmt: skip
-            result = await pipeline.run(query)
+            result = await self._thunder_only.run(query)
             result.degraded = True
             result.degraded_reason = "Triton has not answered since start"
             return result
