@@ -2,12 +2,17 @@
 
 `PhoenixRanker.forward` computes a viewer's history once and lets each candidate attend to the
 history keys plus its own key: O(S^2 + C*S). `forward_reference` runs one masked pass over the whole
-`[user | history | candidates]` sequence: O((S+C)^2). This module measures what that difference is
-worth for one viewer (batch 1) with a full history, at several candidate counts.
+`[user | history | candidates]` sequence: O((S+C)^2). A third form, *chunked*, is X's serving
+contract: the candidates are scored `chunk` at a time (64 by default), each chunk a separate
+one-pass forward that recomputes the history. This module measures what those differences are
+worth for one viewer (batch 1) with a full history, at several candidate counts, in latency,
+candidates per second and achieved TFLOP/s against a matmul peak measured in the same run
+(`export.benchmarks.peak`).
 
-Both forms are timed in the same run, alternating call by call (and swapping which goes first every
-round), so drift in the machine's speed lands on both equally. Before timing, each case checks that
-the two forms give the same probabilities and refuses to time code that disagrees.
+All forms are timed in the same run, alternating call by call (and reversing the order every round),
+so drift in the machine's speed lands on all equally. Before timing, each case checks that the
+reference and the chunked form give the same probabilities as the one-pass form and refuses to time
+code that disagrees.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from export.models.inputs import RankerInputs
+from export.benchmarks.peak import matmul_peak_tflops
+from export.models.inputs import CandidateInputs, RankerInputs
 from export.models.ranker import PhoenixRanker, RankerOutput
 from export.models.sample import random_ranker_inputs
 from phoenix.config import ModelConfig, get_config
@@ -31,6 +37,8 @@ from phoenix.errors import ConfigError
 #: The issue's table: two CPU-sized configs at three candidate counts.
 DEFAULT_CONFIGS = ("tiny", "mini")
 DEFAULT_CANDIDATES = (64, 256, 1024)
+#: Candidates per forward in the chunked form: X's serving contract.
+DEFAULT_CHUNK = 64
 
 #: Largest max |Δp| accepted between the two forms, by dtype; beyond it the code is wrong.
 AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
@@ -68,6 +76,13 @@ class RankerBenchRow:
     one_pass: FormTiming
     reference: FormTiming
     max_abs_diff: float  # max |p_one_pass - p_reference| over every action and dwell probability
+    chunk: int = DEFAULT_CHUNK
+    chunked: FormTiming | None = None
+    chunked_max_abs_diff: float = 0.0  # max |p_one_pass - p_chunked|
+    one_pass_flops: int = 0
+    reference_flops: int = 0
+    chunked_flops: int = 0
+    peak_tflops: float | None = None  # square-matmul TFLOP/s on the same device and dtype
 
     @property
     def one_pass_cand_per_s(self) -> float:
@@ -82,13 +97,46 @@ class RankerBenchRow:
         """One-pass throughput over reference throughput (> 1: one-pass is faster)."""
         return self.one_pass_cand_per_s / self.reference_cand_per_s
 
+    @property
+    def chunked_cand_per_s(self) -> float | None:
+        return None if self.chunked is None else self.chunked.candidates_per_s(self.candidates)
+
+    @property
+    def speedup_vs_chunked(self) -> float | None:
+        """One-pass throughput over chunked throughput: the issue's >= 5x target."""
+        chunked = self.chunked_cand_per_s
+        return None if chunked is None else self.one_pass_cand_per_s / chunked
+
+    def tflops(self, form: str) -> float | None:
+        """Achieved TFLOP/s of `form` (one_pass, reference, chunked): FLOPs / median time."""
+        timing: FormTiming | None = getattr(self, form)
+        flops: int = getattr(self, f"{form}_flops")
+        if timing is None or not flops:
+            return None
+        return flops / (timing.median_ms / 1e3) / 1e12
+
+    def percent_of_peak(self, form: str) -> float | None:
+        achieved = self.tflops(form)
+        if achieved is None or not self.peak_tflops:
+            return None
+        return 100 * achieved / self.peak_tflops
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
+        derived: dict[str, Any] = {
             "one_pass_cand_per_s": self.one_pass_cand_per_s,
             "reference_cand_per_s": self.reference_cand_per_s,
+            "chunked_cand_per_s": self.chunked_cand_per_s,
             "speedup": self.speedup,
+            "speedup_vs_chunked": self.speedup_vs_chunked,
         }
+        for form in FORMS:
+            derived[f"{form}_tflops"] = self.tflops(form)
+            derived[f"{form}_percent_of_peak"] = self.percent_of_peak(form)
+        return {**asdict(self), **derived}
+
+
+#: The timed forms, in table order.
+FORMS = ("one_pass", "reference", "chunked")
 
 
 @dataclass(frozen=True)
@@ -120,21 +168,28 @@ def bench_ranker(
     repeats: int = TimingPlan.repeats,
     threads: int | None = None,
     progress: bool = True,
+    chunk: int = DEFAULT_CHUNK,
+    peak_size: int | None = None,
 ) -> list[RankerBenchRow]:
-    """Time both forms for every (config, candidate count), batch 1 with a full history.
+    """Time the three forms for every (config, candidate count), batch 1 with a full history.
 
-    Returns one row per case, configs outer, candidate counts inner. `threads` sets torch's CPU
-    thread count for the run and is restored afterwards; `progress` shows a tqdm bar on stderr.
+    Returns one row per case, configs outer, candidate counts inner, each carrying the matmul peak
+    measured once at the start (`peak_size`: its square side, default by device). `threads` sets
+    torch's CPU thread count for the run and is restored afterwards; `progress` shows a tqdm bar
+    on stderr; `chunk` is the chunked form's candidates per forward.
     """
     plan = TimingPlan(warmup, min_time_s, repeats)
     dev = torch.device(device)
     resolved = [c if isinstance(c, ModelConfig) else get_config(c) for c in configs]
     _check_args(resolved, candidate_counts, dev, dtype, threads)
+    if chunk < 1:
+        raise ConfigError(f"chunk: need at least 1 candidate per chunk, got {chunk}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench_all(resolved, candidate_counts, dev, dtype, plan, progress)
+        peak = matmul_peak_tflops(dev, dtype, size=peak_size)
+        return _bench_all(resolved, candidate_counts, dev, dtype, plan, progress, chunk, peak)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -171,6 +226,8 @@ def _bench_all(
     dtype: torch.dtype,
     plan: TimingPlan,
     progress: bool,
+    chunk: int,
+    peak: float,
 ) -> list[RankerBenchRow]:
     rows = []
     total = len(configs) * len(candidate_counts)
@@ -180,7 +237,7 @@ def _bench_all(
             model = make_model(config, device, dtype)
             for n in candidate_counts:
                 bar.set_postfix_str(f"{config.name} C={n} S={config.history_len}")
-                rows.append(_bench_case(model, n, plan))
+                rows.append(_bench_case(model, n, plan, chunk, peak))
                 bar.update()
     return rows
 
@@ -197,13 +254,18 @@ def full_history_inputs(config: ModelConfig, candidates: int, device: torch.devi
     return random_ranker_inputs(config, 1, candidates, generator=generator).to(device)
 
 
-def _bench_case(model: PhoenixRanker, candidates: int, plan: TimingPlan) -> RankerBenchRow:
+def _bench_case(
+    model: PhoenixRanker, candidates: int, plan: TimingPlan, chunk: int, peak: float
+) -> RankerBenchRow:
     config = model.config
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     inputs = full_history_inputs(config, candidates, device)
-    diff = check_agreement(model, inputs, AGREEMENT_TOLERANCE[dtype])
-    forms = {"one_pass": model.forward, "reference": model.forward_reference}
+    tolerance = AGREEMENT_TOLERANCE[dtype]
+    chunked = chunked_forward(model, chunk)
+    diff = check_agreement(model, inputs, tolerance)
+    chunked_diff = check_agreement(model, inputs, tolerance, chunked, "chunked")
+    forms = {"one_pass": model.forward, "reference": model.forward_reference, "chunked": chunked}
     for _ in range(plan.warmup):
         for fn in forms.values():
             fn(inputs)
@@ -217,7 +279,85 @@ def _bench_case(model: PhoenixRanker, candidates: int, plan: TimingPlan) -> Rank
         one_pass=FormTiming.from_seconds(samples["one_pass"]),
         reference=FormTiming.from_seconds(samples["reference"]),
         max_abs_diff=diff,
+        chunk=chunk,
+        chunked=FormTiming.from_seconds(samples["chunked"]),
+        chunked_max_abs_diff=chunked_diff,
+        one_pass_flops=forward_flops(config, config.history_len, candidates, "one_pass"),
+        reference_flops=forward_flops(config, config.history_len, candidates, "reference"),
+        chunked_flops=forward_flops(config, config.history_len, candidates, "chunked", chunk),
+        peak_tflops=peak,
     )
+
+
+def chunked_forward(model: PhoenixRanker, chunk: int) -> Forward:
+    """X's serving contract: `chunk` candidates per one-pass forward, the history recomputed for
+    each chunk; the chunks' outputs are concatenated back in candidate order."""
+
+    def forward(inputs: RankerInputs) -> RankerOutput:
+        total = inputs.candidates.candidate_post_hash.shape[1]
+        outs = [
+            model.forward(_candidate_slice(inputs, i, i + chunk)) for i in range(0, total, chunk)
+        ]
+        return RankerOutput(
+            torch.cat([o.action_logits for o in outs], dim=1),
+            torch.cat([o.dwell_logit for o in outs], dim=1),
+        )
+
+    return forward
+
+
+def _candidate_slice(inputs: RankerInputs, start: int, stop: int) -> RankerInputs:
+    c = inputs.candidates
+    return RankerInputs(
+        inputs.history,
+        CandidateInputs(
+            c.candidate_post_hash[:, start:stop],
+            c.candidate_author_hash[:, start:stop],
+            c.candidate_surface[:, start:stop],
+        ),
+    )
+
+
+def forward_flops(
+    config: ModelConfig, history_len: int, candidates: int, form: str, chunk: int = DEFAULT_CHUNK
+) -> int:
+    """Multiply-add FLOPs (2 per multiply-accumulate) of one viewer's ranker forward, by form.
+
+    Counts what `PhoenixRanker` computes, with L = 1 + S context tokens (user + history), C
+    candidates, T = L + C tokens, D = emb_dim, W = hash_width, A = num_actions, F = ffn_dim,
+    Hq/Hkv query/key-value heads of size dk, N layers:
+
+    - embeddings: user_proj 2*(2W)*D, item_proj 2*(4W)*D per history token and candidate, the
+      actions table 2*A*D per history token (table and surface lookups are gathers: 0);
+    - per layer, projections: 2*T*D*dk*(2*Hq + 2*Hkv) (q and o with Hq heads, k and v with Hkv:
+      grouped-query attention shares k/v but every query head still does its own scores);
+    - per layer, attention scores plus weighted values, 4*Hq*dk per (query, key) pair:
+      one-pass L*L + C*(L + 1) pairs (context to context; each candidate to the context and to
+      itself), reference T*T pairs (the full masked square);
+    - per layer, FFN: 2*T*D*F for up and down each, plus gate when gated;
+    - heads: unembed and dwell, 2*C*D*(A + 1), on the candidates only.
+
+    Chunked is the one-pass count for each chunk of `chunk` candidates (the last one shorter),
+    summed, so the context is paid once per chunk. Norms, rotary, softmax and GELU are left out.
+    """
+    if form == "chunked":
+        if chunk < 1:
+            raise ConfigError(f"chunk: need at least 1 candidate per chunk, got {chunk}")
+        sizes = [min(chunk, candidates - i) for i in range(0, candidates, chunk)]
+        return sum(forward_flops(config, history_len, n, "one_pass") for n in sizes)
+    if form not in ("one_pass", "reference"):
+        raise ConfigError(f"form: expected one of {FORMS}, got {form!r}")
+    d, w, a, f = config.emb_dim, config.hash_width, config.num_actions, config.ffn_dim
+    hq, hkv, dk = config.num_q_heads, config.num_kv_heads, config.key_size
+    ctx, c = 1 + history_len, candidates
+    t = ctx + c
+    embed = 2 * 2 * w * d + (history_len + c) * 2 * 4 * w * d + history_len * 2 * a * d
+    projections = 2 * t * d * dk * (2 * hq + 2 * hkv)
+    pairs = ctx * ctx + c * (ctx + 1) if form == "one_pass" else t * t
+    attention = 4 * hq * dk * pairs
+    ffn = (3 if config.gated_ffn else 2) * 2 * t * d * f
+    heads = 2 * c * d * (a + 1)
+    return embed + config.num_layers * (projections + attention + ffn) + heads
 
 
 def probabilities(out: RankerOutput) -> torch.Tensor:
@@ -225,14 +365,21 @@ def probabilities(out: RankerOutput) -> torch.Tensor:
     return torch.cat([out.action_probs, torch.sigmoid(out.dwell_logit.float())[..., None]], -1)
 
 
-def check_agreement(model: PhoenixRanker, inputs: RankerInputs, tolerance: float) -> float:
-    """Max |Δp| between the two forms; a gap above `tolerance` means a bug, so it raises."""
+def check_agreement(
+    model: PhoenixRanker,
+    inputs: RankerInputs,
+    tolerance: float,
+    other: Forward | None = None,
+    name: str = "reference",
+) -> float:
+    """Max |Δp| between one-pass and `other` (default: the reference); a gap above `tolerance`
+    means a bug, so it raises."""
     fast = probabilities(model.forward(inputs))
-    ref = probabilities(model.forward_reference(inputs))
+    ref = probabilities((other or model.forward_reference)(inputs))
     diff = (fast - ref).abs().max().item()
     if not diff <= tolerance:  # also catches NaN
         raise RuntimeError(
-            f"one-pass and reference forms disagree for {model.config.name} with "
+            f"one-pass and {name} forms disagree for {model.config.name} with "
             f"{inputs.candidates.candidate_post_hash.shape[1]} candidates: max |Δp| = {diff:.3g} "
             f"> {tolerance:g}; refusing to time code that computes different things"
         )
@@ -279,32 +426,84 @@ _HEADER = (
     "history",
     "one-pass ms (median / p90)",
     "reference ms (median / p90)",
+    "chunked ms (median / p90)",
     "one-pass cand/s",
     "reference cand/s",
+    "chunked cand/s",
     "speed-up",
+    "vs chunked",
     r"max \|Δp\|",  # '|' escaped: it would end the Markdown cell
+)
+
+_FLOPS_HEADER = (
+    "config",
+    "candidates",
+    "chunk",
+    "one-pass GFLOP",
+    "reference GFLOP",
+    "chunked GFLOP",
+    "one-pass TFLOP/s (% peak)",
+    "reference TFLOP/s (% peak)",
+    "chunked TFLOP/s (% peak)",
 )
 
 
 def format_table(rows: Sequence[RankerBenchRow]) -> str:
-    """A Markdown table, one line per row; speed-up is one-pass over reference throughput."""
+    """A Markdown table, one line per row. Speed-up is one-pass over reference throughput, vs
+    chunked one-pass over chunked throughput; max |Δp| is the larger of the two agreement gaps."""
     lines = [_md_line(_HEADER), _md_line(["---"] * len(_HEADER))]
     lines += [_md_line(_cells(row)) for row in rows]
     return "\n".join(lines)
 
 
 def _cells(row: RankerBenchRow) -> list[str]:
+    chunked = row.chunked
+    speedup_vs_chunked = row.speedup_vs_chunked
+    chunked_cand_per_s = row.chunked_cand_per_s
     return [
         row.config,
         str(row.candidates),
         str(row.history_len),
         f"{row.one_pass.median_ms:.2f} / {row.one_pass.p90_ms:.2f}",
         f"{row.reference.median_ms:.2f} / {row.reference.p90_ms:.2f}",
+        "-" if chunked is None else f"{chunked.median_ms:.2f} / {chunked.p90_ms:.2f}",
         f"{row.one_pass_cand_per_s:,.0f}",
         f"{row.reference_cand_per_s:,.0f}",
+        "-" if chunked_cand_per_s is None else f"{chunked_cand_per_s:,.0f}",
         f"{row.speedup:.2f}×",
-        f"{row.max_abs_diff:.1e}",
+        "-" if speedup_vs_chunked is None else f"{speedup_vs_chunked:.2f}×",
+        f"{max(row.max_abs_diff, row.chunked_max_abs_diff):.1e}",
     ]
+
+
+def format_flops_table(rows: Sequence[RankerBenchRow]) -> str:
+    """A second Markdown table: each form's FLOPs per viewer and achieved TFLOP/s (FLOPs over the
+    median time), with its percentage of the matmul peak measured in the same run."""
+    lines = [_md_line(_FLOPS_HEADER), _md_line(["---"] * len(_FLOPS_HEADER))]
+    lines += [_md_line(_flops_cells(row)) for row in rows]
+    return "\n".join(lines)
+
+
+def _flops_cells(row: RankerBenchRow) -> list[str]:
+    cells = [row.config, str(row.candidates), str(row.chunk)]
+    cells += [f"{getattr(row, f'{form}_flops') / 1e9:,.2f}" for form in FORMS]
+    for form in FORMS:
+        achieved, percent = row.tflops(form), row.percent_of_peak(form)
+        if achieved is None:
+            cells.append("-")
+        elif percent is None:
+            cells.append(f"{achieved:.3f}")
+        else:
+            cells.append(f"{achieved:.3f} ({percent:.1f}%)")
+    return cells
+
+
+def format_peak(rows: Sequence[RankerBenchRow]) -> str:
+    """One line naming the matmul peak the percentages refer to."""
+    peak = rows[0].peak_tflops if rows else None
+    if peak is None:
+        return "matmul peak: not measured"
+    return f"matmul peak: {peak:.3f} TFLOP/s (square matmul, same device and dtype, this run)"
 
 
 def _md_line(cells: Sequence[str]) -> str:
@@ -312,5 +511,8 @@ def _md_line(cells: Sequence[str]) -> str:
 
 
 def to_json(rows: Sequence[RankerBenchRow], machine: dict[str, Any] | None = None) -> str:
-    """`{"machine": {...}, "rows": [...]}`, each row with its derived throughputs and speed-up."""
-    return json.dumps({"machine": machine or {}, "rows": [r.to_dict() for r in rows]}, indent=2)
+    """`{"machine": {...}, "peak_tflops": x, "rows": [...]}`, each row with its derived throughputs,
+    speed-ups, TFLOP/s and percentages of the peak."""
+    peak = rows[0].peak_tflops if rows else None
+    data = {"machine": machine or {}, "peak_tflops": peak, "rows": [r.to_dict() for r in rows]}
+    return json.dumps(data, indent=2)

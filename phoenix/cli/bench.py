@@ -15,21 +15,30 @@ from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
 
 _RANKER_DESCRIPTION = """\
-Time the Phoenix ranker's two forward forms for one viewer (batch 1) with a FULL history
+Time the Phoenix ranker's three forward forms for one viewer (batch 1) with a FULL history
 (all history_len slots valid), at each candidate count:
 
   one-pass   the serving form: the history is computed once, then each candidate's query
              attends to the history keys plus its own key; O(S^2 + C*S) attention
   reference  one full-mask pass over [user | history | candidates]; O((S+C)^2) attention
+  chunked    X's serving contract: --chunk candidates (default 64) per one-pass forward, the
+             history recomputed for every chunk; O(ceil(C/chunk) * S^2 + C*S) attention
 
-Both forms run in the same process, call by call in alternation (the order swapped every
-round), so any drift in the machine's speed hits both equally. Before timing, each case checks
-that the two forms give the same probabilities (the max |dp| column) and stops if they do not,
-so the benchmark never compares code that computes different things.
+All forms run in the same process, call by call in alternation (the order reversed every
+round), so any drift in the machine's speed hits all equally. Before timing, each case checks
+that the reference and chunked forms give the same probabilities as one-pass (the max |dp|
+column) and stops if they do not, so the benchmark never compares code that computes different
+things. First, a large square matmul on the same device and dtype is timed the same way: its
+TFLOP/s is the peak the forms are measured against.
 
 Reported per form: median and p90 latency per viewer (ms), candidates per second at the median,
-and the speed-up (one-pass cand/s over reference cand/s). Weights are random: speed does not
-depend on their values. The output is the machine description followed by the table.
+the speed-ups (one-pass cand/s over reference, and over chunked), and, in a second table, the
+matmul FLOPs per viewer, achieved TFLOP/s (FLOPs / median time) and its % of the peak. Weights
+are random: speed does not depend on their values. The GPU run the issue asks for:
+
+  phoenix bench ranker --device cuda --dtype bf16 --config nano prod --candidates 1000
+
+The output is the machine description, the peak, then the two tables.
 """
 
 _TRITON_DESCRIPTION = """\
@@ -75,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:
     p = benchmarks.add_parser(
         "ranker",
-        help="one-pass ranker forward against its full-mask reference",
+        help="one-pass ranker forward against its full-mask reference and 64-candidate chunks",
         description=_RANKER_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -93,6 +102,13 @@ def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:
         default=[64, 256, 1024],
         metavar="N",
         help="candidates per viewer; one row per count (default: 64 256 1024)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=64,
+        metavar="N",
+        help="candidates per forward in the chunked form (default: 64, X's serving contract)",
     )
     p.add_argument(
         "--device",
@@ -163,6 +179,8 @@ def _check_ranker_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--config: {exc}") from exc
     if any(n <= 0 for n in args.candidates):
         raise ConfigError(f"--candidates: need positive counts, got {args.candidates}")
+    if args.chunk < 1:
+        raise ConfigError(f"--chunk: need at least 1 candidate per chunk, got {args.chunk}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device: cuda requested but this torch sees no CUDA device")
     if args.min_time < 0 or args.repeats < 1 or args.warmup < 0:
@@ -176,7 +194,13 @@ def run_ranker(args: argparse.Namespace) -> int:
     import torch
 
     from export.benchmarks.machine import describe_machine, format_machine
-    from export.benchmarks.ranker import bench_ranker, format_table, to_json
+    from export.benchmarks.ranker import (
+        bench_ranker,
+        format_flops_table,
+        format_peak,
+        format_table,
+        to_json,
+    )
 
     device = torch.device(args.device)
     machine = describe_machine(device, args.threads)
@@ -190,10 +214,14 @@ def run_ranker(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads,
         progress=not args.no_progress,
+        chunk=args.chunk,
     )
     print(format_machine(machine))
-    print(f"dtype {args.dtype}, batch 1 (one viewer), full history\n")
+    print(f"dtype {args.dtype}, batch 1 (one viewer), full history, chunk {args.chunk}")
+    print(format_peak(rows) + "\n")
     print(format_table(rows))
+    print()
+    print(format_flops_table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(to_json(rows, machine) + "\n")

@@ -7,27 +7,42 @@ import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from export.benchmarks.peak import matmul_peak_tflops
 from export.benchmarks.ranker import (
+    AGREEMENT_TOLERANCE,
+    FORMS,
     FormTiming,
     RankerBenchRow,
     bench_ranker,
+    check_agreement,
+    chunked_forward,
+    format_flops_table,
+    format_peak,
     format_table,
+    forward_flops,
+    full_history_inputs,
+    make_model,
+    probabilities,
     to_json,
 )
+from phoenix.actions import NUM_ACTIONS
 from phoenix.cli import main
 from phoenix.config import get_config
 from phoenix.errors import ConfigError
 
 #: A tiny config with a short history: each case takes milliseconds.
 SMALL = get_config("tiny").with_overrides(history_len=16)
-FAST = {"warmup": 1, "min_time_s": 0.0, "repeats": 3, "progress": False}
+FAST = {"warmup": 1, "min_time_s": 0.0, "repeats": 3, "progress": False, "peak_size": 64}
 TABLE_HEADER = "| config | candidates | history | one-pass ms (median / p90) |"
+FLOPS_HEADER = "| config | candidates | chunk | one-pass GFLOP |"
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[RankerBenchRow]:
-    return bench_ranker([SMALL], [4, 16], **FAST)
+    return bench_ranker([SMALL], [4, 16], chunk=8, **FAST)
 
 
 def test_one_row_per_case_with_a_full_history(rows: list[RankerBenchRow]) -> None:
@@ -40,10 +55,12 @@ def test_one_row_per_case_with_a_full_history(rows: list[RankerBenchRow]) -> Non
 
 def test_timings_are_positive_and_complete(rows: list[RankerBenchRow]) -> None:
     for row in rows:
-        for form in (row.one_pass, row.reference):
+        assert row.chunked is not None
+        for form in (row.one_pass, row.reference, row.chunked):
             assert form.samples >= 3
             assert 0 < form.median_ms <= form.p90_ms
         assert row.one_pass_cand_per_s > 0 and row.reference_cand_per_s > 0
+        assert row.chunked_cand_per_s is not None and row.chunked_cand_per_s > 0
 
 
 def test_speedup_is_the_ratio_of_throughputs(rows: list[RankerBenchRow]) -> None:
@@ -51,10 +68,99 @@ def test_speedup_is_the_ratio_of_throughputs(rows: list[RankerBenchRow]) -> None
         expected = row.one_pass_cand_per_s / row.reference_cand_per_s
         assert math.isclose(row.speedup, expected, rel_tol=1e-12)
         assert math.isclose(row.speedup, row.reference.median_ms / row.one_pass.median_ms)
+        assert row.chunked is not None and row.speedup_vs_chunked is not None
+        assert math.isclose(row.speedup_vs_chunked, row.chunked.median_ms / row.one_pass.median_ms)
 
 
-def test_both_forms_agree(rows: list[RankerBenchRow]) -> None:
+def test_tflops_are_flops_over_the_median_and_relative_to_the_peak(
+    rows: list[RankerBenchRow],
+) -> None:
+    for row in rows:
+        assert row.peak_tflops is not None and row.peak_tflops > 0
+        assert row.chunk == 8 and row.one_pass_flops > 0
+        # One chunk computes what one-pass does; more chunks recompute the history.
+        more = row.candidates > row.chunk
+        assert (
+            row.chunked_flops > row.one_pass_flops
+            if more
+            else row.chunked_flops == row.one_pass_flops
+        )
+        for form in FORMS:
+            timing = getattr(row, form)
+            achieved = row.tflops(form)
+            assert achieved == pytest.approx(getattr(row, f"{form}_flops") / timing.median_ms / 1e9)
+            assert row.percent_of_peak(form) == pytest.approx(100 * achieved / row.peak_tflops)
+
+
+def test_all_forms_agree(rows: list[RankerBenchRow]) -> None:
     assert all(0 <= r.max_abs_diff < 1e-4 for r in rows)
+    assert all(0 <= r.chunked_max_abs_diff < 1e-4 for r in rows)
+
+
+def test_chunked_form_agrees_with_one_pass_when_chunks_are_uneven() -> None:
+    model = make_model(SMALL, CPU, torch.float32)
+    inputs = full_history_inputs(SMALL, 70, CPU)  # chunks of 32, 32 and 6
+    with torch.inference_mode():
+        chunked = chunked_forward(model, 32)(inputs)
+        assert chunked.action_logits.shape == (1, 70, NUM_ACTIONS)
+        assert chunked.dwell_logit.shape == (1, 70)
+        gap = (probabilities(chunked) - probabilities(model(inputs))).abs().max().item()
+        assert gap < AGREEMENT_TOLERANCE[torch.float32]
+        assert check_agreement(model, inputs, 1e-4, chunked_forward(model, 32), "chunked") == gap
+
+
+def test_forward_flops_by_hand_for_one_layer() -> None:
+    # D=8, N=1, Hq=2, Hkv=1, dk=4, W=2, S=3 (L=4 context tokens), F=32 (ffn_dim rounds 16 up to 32)
+    config = SMALL.with_overrides(
+        emb_dim=8, num_layers=1, num_q_heads=2, num_kv_heads=1, key_size=4, hash_width=2,
+        history_len=3,
+    )  # fmt: skip
+    assert config.ffn_dim == 32
+    a = NUM_ACTIONS
+
+    def by_hand(c: int, pairs: int) -> int:
+        t = 4 + c
+        embed = 2 * (2 * 2) * 8 + (3 + c) * 2 * (4 * 2) * 8 + 3 * 2 * a * 8
+        projections = 2 * t * 8 * (2 * 4) + 2 * t * 8 * (1 * 4) * 2 + 2 * t * (2 * 4) * 8
+        attention = 2 * (2 * 4) * pairs * 2  # scores and values, 2 query heads of 4
+        ffn = 2 * t * 8 * 32 * 2  # up and down
+        heads = 2 * c * 8 * (a + 1)
+        return embed + projections + attention + ffn + heads
+
+    # C=2: one-pass pairs 4*4 context + 2 candidates * (4 context + 1 self); reference 6*6.
+    assert forward_flops(config, 3, 2, "one_pass") == by_hand(2, 16 + 2 * 5)
+    assert forward_flops(config, 3, 2, "reference") == by_hand(2, 36)
+    # Chunks of 1: the context twice, each with one candidate.
+    assert forward_flops(config, 3, 2, "chunked", chunk=1) == 2 * by_hand(1, 16 + 5)
+    assert forward_flops(config, 3, 2, "chunked", chunk=64) == by_hand(2, 16 + 2 * 5)
+    gated = config.with_overrides(gated_ffn=True)
+    extra_gate = 2 * (4 + 2) * 8 * 32
+    assert forward_flops(gated, 3, 2, "one_pass") == by_hand(2, 26) + extra_gate
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_forward_flops_match_torch_flop_counter(form: str) -> None:
+    """torch counts every matmul; the one-pass self-key terms are elementwise, so they differ by
+    exactly 4 * Hq * dk per candidate per layer there."""
+    model = make_model(SMALL, CPU, torch.float32)
+    inputs = full_history_inputs(SMALL, 70, CPU)
+    forward = {"one_pass": model.forward, "reference": model.forward_reference}.get(form)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        (forward or chunked_forward(model, 32))(inputs)
+    self_terms = 0 if form == "reference" else 4 * SMALL.num_q_heads * SMALL.key_size * 70
+    expected = forward_flops(SMALL, SMALL.history_len, 70, form, chunk=32)
+    assert counter.get_total_flops() == expected - self_terms * SMALL.num_layers
+
+
+def test_forward_flops_refuses_unknown_form_and_bad_chunk() -> None:
+    with pytest.raises(ConfigError, match="form"):
+        forward_flops(SMALL, 16, 4, "nope")
+    with pytest.raises(ConfigError, match="chunk"):
+        forward_flops(SMALL, 16, 4, "chunked", chunk=0)
+
+
+def test_matmul_peak_is_positive() -> None:
+    assert matmul_peak_tflops("cpu", torch.float32, size=64, repeats=2) > 0
 
 
 def test_table_and_json(rows: list[RankerBenchRow]) -> None:
@@ -62,11 +168,27 @@ def test_table_and_json(rows: list[RankerBenchRow]) -> None:
     assert lines[0].startswith(TABLE_HEADER)
     assert len(lines) == 2 + len(rows)
     assert all(line.count(" | ") == lines[0].count(" | ") for line in lines)
+    assert "| chunked ms (median / p90) |" in lines[0] and "| vs chunked |" in lines[0]
+    flops = format_flops_table(rows).splitlines()
+    assert flops[0].startswith(FLOPS_HEADER) and "| chunked TFLOP/s (% peak) |" in flops[0]
+    assert len(flops) == 2 + len(rows)
+    assert all(line.count(" | ") == flops[0].count(" | ") for line in flops)
+    assert "%)" in flops[2]
+    assert format_peak(rows).startswith("matmul peak: ")
     data = json.loads(to_json(rows, {"cpu": "test"}))
     assert data["machine"] == {"cpu": "test"}
-    assert data["rows"][1]["candidates"] == 16
-    assert data["rows"][1]["speedup"] == rows[1].speedup
-    assert data["rows"][1]["one_pass"]["samples"] == rows[1].one_pass.samples
+    assert data["peak_tflops"] == rows[0].peak_tflops > 0
+    row = data["rows"][1]
+    assert row["candidates"] == 16
+    assert row["speedup"] == rows[1].speedup
+    assert row["one_pass"]["samples"] == rows[1].one_pass.samples
+    assert row["chunked"]["samples"] == rows[1].chunked.samples
+    assert row["chunk"] == 8 and row["speedup_vs_chunked"] == rows[1].speedup_vs_chunked
+    assert row["chunked_cand_per_s"] == rows[1].chunked_cand_per_s
+    for form in FORMS:
+        assert row[f"{form}_flops"] == getattr(rows[1], f"{form}_flops")
+        assert row[f"{form}_tflops"] == rows[1].tflops(form)
+        assert row[f"{form}_percent_of_peak"] == rows[1].percent_of_peak(form)
 
 
 def test_form_timing_from_seconds() -> None:
@@ -84,6 +206,7 @@ def test_form_timing_from_seconds() -> None:
         ({"repeats": 0}, "repeats"),
         ({"threads": 0}, "threads"),
         ({"dtype": torch.int64}, "dtype"),
+        ({"chunk": 0}, "chunk"),
     ],
 )
 def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
@@ -98,17 +221,22 @@ def test_cli_prints_machine_and_table(tmp_path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "bench.json"
     argv = ["bench", "ranker", "--config", str(config), "--json", str(out), "--no-progress"]
     argv += ["--candidates", "4", "8", "--min-time", "0", "--repeats", "2", "--warmup", "1"]
+    argv += ["--chunk", "3"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("machine: ")
-    assert TABLE_HEADER in printed
+    assert "matmul peak: " in printed and "chunk 3" in printed
+    assert TABLE_HEADER in printed and FLOPS_HEADER in printed
     assert "| tiny | 8 | 16 |" in printed
-    assert [r["candidates"] for r in json.loads(out.read_text())["rows"]] == [4, 8]
+    assert "| tiny | 8 | 3 |" in printed  # the FLOP table: config, candidates, chunk
+    data = json.loads(out.read_text())
+    assert [r["candidates"] for r in data["rows"]] == [4, 8]
+    assert all(r["chunk"] == 3 for r in data["rows"]) and data["peak_tflops"] > 0
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--config", "nope"), ("--candidates", "0"), ("--threads", "0")],
+    [("--config", "nope"), ("--candidates", "0"), ("--threads", "0"), ("--chunk", "0")],
 )
 def test_cli_bad_option_is_one_line_naming_it(
     option: str, value: str, capsys: pytest.CaptureFixture[str]
