@@ -10,7 +10,9 @@ Backends (`make_index`):
     exact   NumPy brute force: the reference, and the right answer for small corpora
     faiss   IVF-Flat on the CPU (exact below 50k posts); see faiss_index.py
     cuvs    brute force, then CAGRA, on a CUDA device; see cuvs_index.py
-    auto    cuvs when it imports and sees a GPU, else faiss when installed, else exact
+    torch   exact top-k with PyTorch on a CUDA device, where cuVS is absent; see torch_index.py
+    auto    cuvs when it imports and sees a GPU, else torch on a GPU, else faiss when installed,
+            else exact
 
 Errors: bad arguments to add/remove/search raise `InputError`; a bad backend name, dimension or
 option, or a backend this machine cannot run, raises `ConfigError`; both name the culprit.
@@ -27,10 +29,11 @@ import numpy.typing as npt
 from orchestrator.retrieval.base import StoreBackedIndex
 from orchestrator.retrieval.cuvs_index import CuvsIndex, cuvs_unavailable_reason
 from orchestrator.retrieval.faiss_index import FaissIndex, faiss_available
+from orchestrator.retrieval.torch_index import TorchIndex, torch_unavailable_reason
 from phoenix.errors import ConfigError
 
 #: Every backend name `make_index` knows, besides "auto".
-BACKENDS = ("exact", "faiss", "cuvs")
+BACKENDS = ("exact", "faiss", "cuvs", "torch")
 
 
 @runtime_checkable
@@ -79,6 +82,7 @@ _CLASSES: dict[str, type[StoreBackedIndex]] = {
     "exact": ExactIndex,
     "faiss": FaissIndex,
     "cuvs": CuvsIndex,
+    "torch": TorchIndex,
 }
 
 
@@ -87,6 +91,8 @@ def available_backends() -> tuple[str, ...]:
     found = ["exact"]
     if faiss_available():
         found.insert(0, "faiss")
+    if torch_unavailable_reason("cuda") is None:
+        found.insert(0, "torch")
     if cuvs_unavailable_reason() is None:
         found.insert(0, "cuvs")
     return tuple(found)

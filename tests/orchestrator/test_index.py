@@ -23,6 +23,7 @@ from orchestrator.retrieval import (
     make_index,
 )
 from orchestrator.retrieval.cuvs_index import cuvs_unavailable_reason
+from orchestrator.retrieval.torch_index import torch_unavailable_reason
 from phoenix.errors import ConfigError, InputError
 
 DIM = 32
@@ -33,6 +34,8 @@ SMALL = {
     "exact": {},
     "faiss": {"min_train": 1000},
     "cuvs": {"cagra_min_size": 1000, "side_limit": 500},
+    "torch": {},
+    "torch-on-cpu": {"device": "cpu"},  # the torch backend's device mirror, on the CPU
 }
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
@@ -44,6 +47,8 @@ needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not ins
         pytest.param("faiss", marks=needs_faiss),
         "cuvs-on-cpu",
         pytest.param("cuvs", marks=pytest.mark.gpu),
+        "torch-on-cpu",
+        pytest.param("torch", marks=pytest.mark.gpu),
     ]
 )
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
@@ -54,6 +59,12 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         pytest.importorskip("cuvs")
         if not cuvs_available():
             pytest.skip(f"cuvs backend unavailable: {cuvs_unavailable_reason()}")
+    if request.param == "torch":
+        pytest.importorskip("torch")
+        if (reason := torch_unavailable_reason("cuda")) is not None:
+            pytest.skip(f"torch backend unavailable: {reason}")
+    if request.param == "torch-on-cpu":
+        pytest.importorskip("torch")
     if request.param != "cuvs-on-cpu":
         yield request.param
         return
@@ -67,7 +78,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def new_index(backend: str, dim: int = DIM, **options: object) -> VectorIndex:
-    return make_index(backend, dim=dim, **{**SMALL[backend], **options})
+    name = backend.removesuffix("-on-cpu")
+    return make_index(name, dim=dim, **{**SMALL[backend], **options})
 
 
 def _cpu_stand_in_for_cuvs() -> dict[str, ModuleType]:
@@ -332,7 +344,12 @@ def test_float64_vectors_are_accepted_as_float32() -> None:
 @needs_faiss
 def test_auto_picks_faiss_on_a_cpu_machine_with_faiss() -> None:
     index = make_index("auto", dim=DIM)
-    expected = "cuvs" if cuvs_available() else "faiss"
+    if cuvs_available():
+        expected = "cuvs"
+    elif torch_unavailable_reason("cuda") is None:
+        expected = "torch"
+    else:
+        expected = "faiss"
     assert index.name == expected
     assert available_backends()[0] == expected
     if expected == "faiss":
