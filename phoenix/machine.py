@@ -23,3 +23,18 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def host_facts() -> dict[str, str | int]:
+    """What every benchmark records about the host: CPU, usable CPUs, OS and Python."""
+    return {
+        "cpu": cpu_model(),
+        "nproc": usable_cpus(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def host_line(info: dict[str, str | int]) -> str:
+    """The first line of a benchmark's output, from `host_facts()` (or a superset of it)."""
+    return f"machine: {info['cpu']}, nproc {info['nproc']}, {info['platform']}"

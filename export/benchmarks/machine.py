@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import platform
-
 import torch
 
-from phoenix.machine import cpu_model, usable_cpus
+from phoenix.machine import host_facts, host_line
 
 
 def device_name(device: torch.device) -> str:
@@ -18,10 +16,7 @@ def device_name(device: torch.device) -> str:
 def describe_machine(device: torch.device, threads: int | None = None) -> dict[str, str | int]:
     """Facts for a result; `threads`: what the benchmark runs with (default: torch's)."""
     return {
-        "cpu": cpu_model(),
-        "nproc": usable_cpus(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **host_facts(),
         "torch": torch.__version__,
         "threads": threads or torch.get_num_threads(),
         "device": device_name(device),
@@ -32,6 +27,6 @@ def format_machine(info: dict[str, str | int]) -> str:
     """Two lines for the top of a benchmark's output."""
     threads = f"{info['threads']} thread{'' if info['threads'] == 1 else 's'}"
     return (
-        f"machine: {info['cpu']}, nproc {info['nproc']}, {info['platform']}\n"
+        f"{host_line(info)}\n"
         f"torch {info['torch']} (Python {info['python']}), {threads}, device {info['device']}"
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ from orchestrator.retrieval import (
 from orchestrator.retrieval.cuvs_index import cuvs_unavailable_reason
 from orchestrator.retrieval.faiss_index import import_faiss
 from phoenix.errors import ConfigError
-from phoenix.machine import cpu_model, usable_cpus
+from phoenix.machine import host_facts, host_line
 
 DEFAULT_POSTS = (100_000, 1_000_000)
 DEFAULT_DIM = 128  # emb_dim of the tiny config, the CPU default
@@ -342,14 +341,7 @@ def _md_line(cells: Sequence[str]) -> str:
 
 def describe_machine(device: str = "cpu") -> dict[str, str | int]:
     """The host (and the GPU for --device cuda), without PyTorch."""
-    info: dict[str, str | int] = {
-        "cpu": cpu_model(),
-        "nproc": usable_cpus(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "device": device,
-    }
+    info: dict[str, str | int] = {**host_facts(), "numpy": np.__version__, "device": device}
     try:
         faiss = import_faiss()
     except ConfigError:
@@ -375,10 +367,7 @@ def format_machine(info: dict[str, str | int]) -> str:
     if "cuvs" in info:
         libs.append(f"cuvs {info['cuvs']}")
     device = f"cuda ({info['gpu']})" if "gpu" in info else info["device"]
-    return (
-        f"machine: {info['cpu']}, nproc {info['nproc']}, {info['platform']}\n"
-        f"{', '.join(libs)}, device {device}"
-    )
+    return f"{host_line(info)}\n{', '.join(libs)}, device {device}"
 
 
 def to_json(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from orchestrator.state.posts import Post
 from orchestrator.thunder import Thunder, ThunderSettings
 from phoenix.errors import ConfigError
-from phoenix.machine import cpu_model, usable_cpus
+from phoenix.machine import host_facts, host_line
 from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
@@ -284,20 +283,11 @@ def _md_line(cells: Sequence[str]) -> str:
 
 def describe_machine() -> dict[str, str | int]:
     """The host, without PyTorch (the orchestrator never imports it)."""
-    return {
-        "cpu": cpu_model(),
-        "nproc": usable_cpus(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
+    return {**host_facts(), "numpy": np.__version__}
 
 
 def format_machine(info: dict[str, str | int]) -> str:
-    return (
-        f"machine: {info['cpu']}, nproc {info['nproc']}, {info['platform']}\n"
-        f"Python {info['python']}, numpy {info['numpy']}, one thread"
-    )
+    return f"{host_line(info)}\nPython {info['python']}, numpy {info['numpy']}, one thread"
 
 
 def to_json(rows: Sequence[BenchRow], machine: dict[str, str | int] | None = None) -> str:
