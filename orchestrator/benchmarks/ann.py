@@ -34,6 +34,7 @@ from orchestrator.retrieval import (
 )
 from orchestrator.retrieval.cuvs_index import cuvs_unavailable_reason
 from orchestrator.retrieval.faiss_index import import_faiss
+from orchestrator.retrieval.torch_index import torch_unavailable_reason
 from phoenix.errors import ConfigError
 from phoenix.machine import host_facts, host_line
 
@@ -58,8 +59,9 @@ Build every ANN backend over the same synthetic corpus and measure it against ex
             directions (Zipf-like popularity, cosine ~0.7 to the topic), ids 1..N; --queries
             user embeddings drawn the same way
   backends  exact (NumPy brute force; always run: it is the reference), faiss (IVF-Flat, exact
-            below 50k posts), cuvs (GPU brute force / CAGRA, with --device cuda); --backend
-            picks, default every one available for --device
+            below 50k posts), cuvs (GPU brute force / CAGRA) and torch (PyTorch exact top-k
+            on a GPU), both with --device cuda; --backend picks, default every one available
+            for --device (with cuda: the GPU backends and faiss on the CPU)
   build     seconds for index.add() of the whole corpus in one call, training included
   recall    recall@k: the share of the exact top-k each backend returns, over all queries
   speed     queries per second at the median call, at each --batch size (1 is the serving
@@ -221,7 +223,7 @@ def bench_ann(
 def ordered_backends(backends: Sequence[str] | None) -> list[str]:
     """Exact first (the reference), then the others once each; default: every CPU backend."""
     if backends is None:
-        backends = [b for b in available_backends() if b != "cuvs"]
+        backends = [b for b in available_backends() if b not in ("cuvs", "torch")]
     for name in backends:
         if name not in BACKENDS:
             raise ConfigError(f"backends: unknown backend {name!r}; expected {', '.join(BACKENDS)}")
@@ -443,7 +445,8 @@ def add_parser(benchmarks: argparse._SubParsersAction) -> None:
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="cuda measures the cuvs backend and needs cuVS, CuPy and a GPU (default: cpu)",
+        help="cuda measures the GPU backends (cuvs with cuVS and CuPy, torch with PyTorch) "
+        "against faiss on the CPU; needs a GPU (default: cpu)",
     )
     p.add_argument(
         "--min-time",
@@ -465,19 +468,32 @@ def add_parser(benchmarks: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_ann)
 
 
+#: Backends that search on a GPU (--device cuda); the others run on the CPU.
+GPU_BACKENDS = ("cuvs", "torch")
+
+
+def _gpu_unavailable_reason() -> str | None:
+    """None when at least one GPU backend can run, else why neither can."""
+    reasons = {"cuvs": cuvs_unavailable_reason(), "torch": torch_unavailable_reason("cuda")}
+    if any(reason is None for reason in reasons.values()):
+        return None
+    return "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+
+
 def _backends_for(args: argparse.Namespace) -> list[str]:
-    """The backends to run, refusing what --device or this machine cannot do."""
-    reason = cuvs_unavailable_reason()
+    """The backends to run, refusing what --device or this machine cannot do. With --device cuda
+    the default is every GPU backend available plus faiss on the CPU, the one they must beat."""
+    reason = _gpu_unavailable_reason()
     if args.device == "cuda" and reason is not None:
-        raise ConfigError(f"--device: cuda runs the cuvs backend, which is unavailable: {reason}")
+        raise ConfigError(f"--device: cuda runs the cuvs or torch backend; neither runs ({reason})")
+    usable = available_backends()
     if args.backend is None:
         if args.device == "cuda":
-            return ordered_backends(["cuvs"])
-        return ordered_backends([b for b in available_backends() if b != "cuvs"])
-    usable = available_backends()
+            return ordered_backends([b for b in usable if b in GPU_BACKENDS or b == "faiss"])
+        return ordered_backends([b for b in usable if b not in GPU_BACKENDS])
     for name in args.backend:
-        if name == "cuvs" and args.device != "cuda":
-            raise ConfigError("--backend: cuvs runs on a GPU; pass --device cuda")
+        if name in GPU_BACKENDS and args.device != "cuda":
+            raise ConfigError(f"--backend: {name} runs on a GPU; pass --device cuda")
         if name not in usable:
             raise ConfigError(f"--backend: {name} is not available on this machine")
     return ordered_backends(args.backend)

@@ -151,3 +151,16 @@ def test_cuda_without_cuvs_is_refused_clearly() -> None:
         args = parser().parse_args(argv)
         with pytest.raises(ConfigError, match=r"^--(device|backend): .*cuvs"):
             args.handler(args)
+
+
+def test_gpu_backends_need_device_cuda() -> None:
+    """torch, like cuvs, is a GPU backend: asked for on the CPU it is refused, naming the fix."""
+    from orchestrator.benchmarks.ann import _backends_for
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["ann", "--backend", "torch"])
+    with pytest.raises(ConfigError, match=r"^--backend: torch runs on a GPU; pass --device cuda"):
+        _backends_for(args)
+    cpu = _backends_for(parser.parse_args(["ann"]))
+    assert "torch" not in cpu and "cuvs" not in cpu and cpu[0] == "exact"
