@@ -20,8 +20,10 @@ def limit_threads(threads: int) -> None:
 
 def search_executor(threads: int, workers: int = 2) -> ThreadPoolExecutor:
     """Worker threads for searches, each with OpenMP capped to `threads` (OpenMP's thread count
-    is per calling thread, so it must be set in the thread that searches)."""
-    limit_threads(threads)
+    is per calling thread, so it is set in the thread that searches; the BLAS caps are
+    process-wide). The calling thread's own OpenMP setting is left alone."""
+    if threads < 1:
+        raise ConfigError(f"ann_threads: must be at least 1, not {threads}")
     return ThreadPoolExecutor(
         max_workers=workers,
         thread_name_prefix="ann-search",

@@ -27,3 +27,5 @@ def test_search_workers_run_with_the_capped_thread_count() -> None:
 def test_a_thread_count_below_one_is_refused() -> None:
     with pytest.raises(ConfigError, match="ann_threads"):
         limit_threads(0)
+    with pytest.raises(ConfigError, match="ann_threads"):
+        search_executor(0)
