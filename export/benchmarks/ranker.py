@@ -33,6 +33,7 @@ from export.models.ranker import PhoenixRanker, RankerOutput
 from export.models.sample import random_ranker_inputs
 from phoenix.config import ModelConfig, get_config
 from phoenix.errors import ConfigError
+from phoenix.markdown import markdown_table
 
 #: The issue's table: two CPU-sized configs at three candidate counts.
 DEFAULT_CONFIGS = ("tiny", "mini")
@@ -451,9 +452,7 @@ _FLOPS_HEADER = (
 def format_table(rows: Sequence[RankerBenchRow]) -> str:
     """A Markdown table, one line per row. Speed-up is one-pass over reference throughput, vs
     chunked one-pass over chunked throughput; max |Δp| is the larger of the two agreement gaps."""
-    lines = [_md_line(_HEADER), _md_line(["---"] * len(_HEADER))]
-    lines += [_md_line(_cells(row)) for row in rows]
-    return "\n".join(lines)
+    return markdown_table(_HEADER, (_cells(row) for row in rows))
 
 
 def _cells(row: RankerBenchRow) -> list[str]:
@@ -479,9 +478,7 @@ def _cells(row: RankerBenchRow) -> list[str]:
 def format_flops_table(rows: Sequence[RankerBenchRow]) -> str:
     """A second Markdown table: each form's FLOPs per viewer and achieved TFLOP/s (FLOPs over the
     median time), with its percentage of the matmul peak measured in the same run."""
-    lines = [_md_line(_FLOPS_HEADER), _md_line(["---"] * len(_FLOPS_HEADER))]
-    lines += [_md_line(_flops_cells(row)) for row in rows]
-    return "\n".join(lines)
+    return markdown_table(_FLOPS_HEADER, (_flops_cells(row) for row in rows))
 
 
 def _flops_cells(row: RankerBenchRow) -> list[str]:
@@ -504,10 +501,6 @@ def format_peak(rows: Sequence[RankerBenchRow]) -> str:
     if peak is None:
         return "matmul peak: not measured"
     return f"matmul peak: {peak:.3f} TFLOP/s (square matmul, same device and dtype, this run)"
-
-
-def _md_line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def to_json(rows: Sequence[RankerBenchRow], machine: dict[str, Any] | None = None) -> str:

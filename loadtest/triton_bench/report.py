@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loadtest.triton_bench.results import CaseResult, TritonBenchReport
+from phoenix.markdown import markdown_table
 
 _HEADER = (
     "path",
@@ -34,26 +35,23 @@ def _ratio(value: float | None) -> str:
 
 def format_table(rows: Sequence[CaseResult]) -> str:
     """A Markdown table, one line per case, in the order run."""
-    lines = [_md_line(_HEADER), _md_line(["---"] * len(_HEADER))]
-    for row in rows:
-        lines.append(
-            _md_line(
-                [
-                    row.path,
-                    str(row.concurrency),
-                    on_off(row.batching),
-                    str(row.requests),
-                    f"{row.req_per_s:,.1f}",
-                    f"{row.cand_per_s:,.0f}",
-                    f"{row.p50_ms:.2f}",
-                    f"{row.p99_ms:.2f}",
-                    "—" if row.avg_batch is None else f"{row.avg_batch:.2f}",
-                    _ratio(row.vs_in_process),
-                    _ratio(row.batching_gain),
-                ]
-            )
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            row.path,
+            str(row.concurrency),
+            on_off(row.batching),
+            str(row.requests),
+            f"{row.req_per_s:,.1f}",
+            f"{row.cand_per_s:,.0f}",
+            f"{row.p50_ms:.2f}",
+            f"{row.p99_ms:.2f}",
+            "—" if row.avg_batch is None else f"{row.avg_batch:.2f}",
+            _ratio(row.vs_in_process),
+            _ratio(row.batching_gain),
+        ]
+        for row in rows
+    ]
+    return markdown_table(_HEADER, cells)
 
 
 def format_report(report: TritonBenchReport) -> str:
@@ -78,10 +76,6 @@ def format_report(report: TritonBenchReport) -> str:
         "batching on/off: req/s with dynamic batching over without, same path and concurrency."
     )
     return head + "\n" + format_table(report.rows) + "\n" + notes
-
-
-def _md_line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def to_json(report: TritonBenchReport, machine: dict[str, Any] | None = None) -> str:

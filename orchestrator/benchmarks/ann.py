@@ -37,6 +37,7 @@ from orchestrator.retrieval.faiss_index import import_faiss
 from orchestrator.retrieval.torch_index import torch_unavailable_reason
 from phoenix.errors import ConfigError
 from phoenix.machine import host_facts, host_line
+from phoenix.markdown import markdown_table
 
 DEFAULT_POSTS = (100_000, 1_000_000)
 DEFAULT_DIM = 128  # emb_dim of the tiny config, the CPU default
@@ -322,7 +323,7 @@ def format_table(rows: Sequence[AnnBenchRow]) -> str:
     header = ["posts", "backend", "index", "build s", f"recall@{k}"]
     for b in batches:
         header += [f"q/s (batch {b})", f"speed-up (batch {b})"]
-    lines = [_md_line(header), _md_line(["---"] * len(header))]
+    lines = []
     for row in rows:
         cells = [
             f"{row.posts:,}",
@@ -333,12 +334,8 @@ def format_table(rows: Sequence[AnnBenchRow]) -> str:
         ]
         for timing, speedup in zip(row.timings, row.speedups, strict=True):
             cells += [f"{timing.qps:,.0f}", f"{speedup:.1f}×"]
-        lines.append(_md_line(cells))
-    return "\n".join(lines)
-
-
-def _md_line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+        lines.append(cells)
+    return markdown_table(header, lines)
 
 
 def describe_machine(device: str = "cpu") -> dict[str, str | int]:

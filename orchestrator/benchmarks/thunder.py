@@ -22,6 +22,7 @@ from orchestrator.state.posts import Post
 from orchestrator.thunder import Thunder, ThunderSettings
 from phoenix.errors import ConfigError
 from phoenix.machine import host_facts, host_line
+from phoenix.markdown import markdown_table
 from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
@@ -249,36 +250,30 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     lookup_rows = [r for r in rows if isinstance(r, LookupRow)]
     if lookup_rows:
         header = ["store", "following", "lookups", "p50 ms", "p99 ms", "mean ms", "posts returned"]
-        out += [_md_line(header), _md_line(["---"] * len(header))]
-        out += [
-            _md_line(
-                [
-                    r.store,
-                    f"{r.following:,}",
-                    str(r.lookups),
-                    f"{r.p50_ms:.3f}",
-                    f"{r.p99_ms:.3f}",
-                    f"{r.mean_ms:.3f}",
-                    f"{r.posts_mean:,.0f} (max {r.posts_max:,})",
-                ]
-            )
+        cells = [
+            [
+                r.store,
+                f"{r.following:,}",
+                str(r.lookups),
+                f"{r.p50_ms:.3f}",
+                f"{r.p99_ms:.3f}",
+                f"{r.mean_ms:.3f}",
+                f"{r.posts_mean:,.0f} (max {r.posts_max:,})",
+            ]
             for r in lookup_rows
         ]
+        out.append(markdown_table(header, cells))
     ingest_rows = [r for r in rows if isinstance(r, IngestRow)]
     if ingest_rows:
         if out:
             out.append("")
         header = ["operation", "posts", "seconds", "posts/s"]
-        out += [_md_line(header), _md_line(["---"] * len(header))]
-        out += [
-            _md_line([r.operation, f"{r.posts:,}", f"{r.seconds:.3f}", f"{r.posts_per_s:,.0f}"])
+        cells = [
+            [r.operation, f"{r.posts:,}", f"{r.seconds:.3f}", f"{r.posts_per_s:,.0f}"]
             for r in ingest_rows
         ]
+        out.append(markdown_table(header, cells))
     return "\n".join(out)
-
-
-def _md_line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def describe_machine() -> dict[str, str | int]:
