@@ -14,7 +14,7 @@ meaning "nothing here": a history slot or candidate whose first post row is 0 is
     candidate_surface      [B, C]     int64
 
 Validation runs eagerly and raises `InputError` naming the field; it is skipped while tracing for
-export, where the shapes are fixed by the wrapper.
+export or capturing a CUDA graph, where the shapes are fixed by the wrapper.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class HistoryInputs:
     history_surface: Tensor
 
     def validate(self, config: ModelConfig) -> None:
-        if is_exporting():
+        if is_building_graph():
             return
         check_tensor(self.user_hash, "user_hash", (None, 2), INT_DTYPES)
         b = self.user_hash.shape[0]
@@ -82,7 +82,7 @@ class CandidateInputs:
     candidate_surface: Tensor
 
     def validate(self, config: ModelConfig, batch: int | None = None) -> None:
-        if is_exporting():
+        if is_building_graph():
             return
         check_tensor(self.candidate_post_hash, "candidate_post_hash", (batch, None, 2), INT_DTYPES)
         b, c = self.candidate_post_hash.shape[:2]
@@ -126,8 +126,18 @@ def _move(obj, device):  # type: ignore[no-untyped-def]
     return type(obj)(**{f.name: getattr(obj, f.name).to(device) for f in fields(obj)})
 
 
-def is_exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+def is_building_graph() -> bool:
+    """True while the forward is traced, exported, compiled or captured into a CUDA graph.
+
+    The checks read tensor values (a device-to-host sync), which a traced graph cannot hold and a
+    CUDA-graph capture forbids; the served shapes and values are checked before they get there.
+    """
+    return (
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+        or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+    )
 
 
 def check_tensor(

@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from export.models.embedding import TokenEmbedder
-from export.models.inputs import INT_DTYPES, HistoryInputs, check_rows, check_tensor, is_exporting
+from export.models.inputs import (
+    INT_DTYPES,
+    HistoryInputs,
+    check_rows,
+    check_tensor,
+    is_building_graph,
+)
 from export.models.layers import Trunk
 from export.models.ranker import init_trunk
 from phoenix.config import ModelConfig
@@ -57,7 +63,7 @@ class RetrievalModel(nn.Module):
 
 
 def _check_post_rows(config: ModelConfig, post_hash: Tensor, author_hash: Tensor) -> None:
-    if is_exporting():
+    if is_building_graph():
         return
     n = post_hash.shape[0] if isinstance(post_hash, Tensor) and post_hash.dim() else None
     check_tensor(post_hash, "post_hash", (n, 2), INT_DTYPES)

@@ -15,14 +15,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from torch import Tensor
 
 from export.checkpoint import Checkpoint
-from export.models.sample import random_candidates, random_history
-from export.onnx.wrappers import DYNAMIC, RANKER, USER_TOWER, TensorSpec, model_io, wrap
+from export.onnx.wrappers import DYNAMIC, TensorSpec, example_inputs, model_io, wrap
+from export.parity import BATCHES, CANDIDATE_COUNTS, TOLERANCE_PER_UNIT, check_parity
 from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
 
@@ -31,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Largest |ONNX Runtime - PyTorch| accepted on an output whose values are at most 1 in magnitude
 #: (probabilities, unit-norm embeddings); larger outputs (dwell_time, in seconds up to 30) get
 #: this much per unit of their largest value, since fp32 rounding grows with the magnitude.
-PARITY_TOLERANCE = 1e-4
+PARITY_TOLERANCE = TOLERANCE_PER_UNIT["fp32"]
 #: Opset of the exported graphs; TensorRT 10 and ONNX Runtime >= 1.17 both read it.
 OPSET = 18
 
@@ -42,38 +40,6 @@ _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.BFLOAT16: "bfloat16",
 }
-
-
-def example_inputs(
-    kind: str,
-    config: ModelConfig,
-    batch: int = 2,
-    num_candidates: int = 8,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, ...]:
-    """Random valid inputs for `kind`, positionally in `model_io` order."""
-    history = random_history(config, batch=batch, generator=generator)
-    history_args = (
-        history.user_hash,
-        history.history_post_hash,
-        history.history_author_hash,
-        history.history_actions,
-        history.history_surface,
-    )
-    if kind == USER_TOWER:
-        return history_args
-    candidates = random_candidates(
-        config, batch=batch, num_candidates=num_candidates, generator=generator
-    )
-    if kind == RANKER:
-        return (
-            *history_args,
-            candidates.candidate_post_hash,
-            candidates.candidate_author_hash,
-            candidates.candidate_surface,
-        )
-    # The candidate tower embeds one post per batch row.
-    return candidates.candidate_post_hash[:, 0], candidates.candidate_author_hash[:, 0]
 
 
 def _dynamic_shapes(
@@ -176,52 +142,36 @@ def _check_graph_io(
         )
 
 
-def parity_tolerance(expected: np.ndarray) -> float:
-    """The |ONNX Runtime - PyTorch| accepted on an output whose PyTorch values are `expected`."""
-    return PARITY_TOLERANCE * max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-
-
 def verify_onnx(
     kind: str,
     checkpoint: Checkpoint,
     config: ModelConfig,
     path: Path,
     *,
-    candidate_counts: Sequence[int] = (1, 7, 64),
-    batches: Sequence[int] = (1, 3),
+    candidate_counts: Sequence[int] = CANDIDATE_COUNTS,
+    batches: Sequence[int] = BATCHES,
     seed: int = 0,
 ) -> float:
     """Run the graph in ONNX Runtime and PyTorch on random inputs; the largest |difference|.
 
     Raises `ExportError` if an output differs by more than `PARITY_TOLERANCE` times the larger of
-    1 and its largest |value|.
+    1 and its largest |value| (`export.parity`).
     """
     import onnxruntime as ort
 
-    inputs, outputs = model_io(kind, config)
-    model = wrap(kind, checkpoint).eval()
+    _, outputs = model_io(kind, config)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    generator = torch.Generator().manual_seed(seed)
-    counts = candidate_counts if kind == RANKER else (1,)
-    worst = 0.0
-    for batch in batches:
-        for count in counts:
-            args = example_inputs(kind, config, batch, count, generator)
-            with torch.no_grad():
-                expected = model(*args)
-            expected = expected if isinstance(expected, tuple) else (expected,)
-            feeds = {spec.name: arg.numpy() for spec, arg in zip(inputs, args, strict=True)}
-            got = session.run([spec.name for spec in outputs], feeds)
-            for spec, want, have in zip(outputs, expected, got, strict=True):
-                want = want.float().numpy()
-                diff = float(np.max(np.abs(want - have)))
-                tolerance = parity_tolerance(want)
-                if not diff <= tolerance:
-                    raise ExportError(
-                        f"{kind}: ONNX Runtime differs from PyTorch on {spec.name} by {diff:.3g} "
-                        f"(batch {batch}, {count} candidates; tolerance {tolerance:.3g})"
-                    )
-                worst = max(worst, diff)
-    return worst
+    names = [spec.name for spec in outputs]
+    return check_parity(
+        kind,
+        checkpoint,
+        config,
+        lambda feeds: session.run(names, feeds),
+        runtime="ONNX Runtime",
+        per_unit=PARITY_TOLERANCE,
+        candidate_counts=candidate_counts,
+        batches=batches,
+        seed=seed,
+    )

@@ -36,6 +36,7 @@ from export.models import (
     RankerInputs,
     RetrievalModel,
 )
+from export.models.sample import random_candidates, random_history
 from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
 from phoenix.serving import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
@@ -247,3 +248,35 @@ def wrap(kind: str, source: Checkpoint | PhoenixRanker | RetrievalModel) -> Expo
             f"{kind}: expected a Checkpoint or a {want.__name__}, got {type(source).__name__}"
         )
     return cls(source)  # type: ignore[arg-type]
+
+
+def example_inputs(
+    kind: str,
+    config: ModelConfig,
+    batch: int = 2,
+    num_candidates: int = 8,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, ...]:
+    """Random valid inputs for `kind`, positionally in `model_io` order."""
+    history = random_history(config, batch=batch, generator=generator)
+    history_args = (
+        history.user_hash,
+        history.history_post_hash,
+        history.history_author_hash,
+        history.history_actions,
+        history.history_surface,
+    )
+    if kind == USER_TOWER:
+        return history_args
+    candidates = random_candidates(
+        config, batch=batch, num_candidates=num_candidates, generator=generator
+    )
+    if kind == RANKER:
+        return (
+            *history_args,
+            candidates.candidate_post_hash,
+            candidates.candidate_author_hash,
+            candidates.candidate_surface,
+        )
+    # The candidate tower embeds one post per batch row.
+    return candidates.candidate_post_hash[:, 0], candidates.candidate_author_hash[:, 0]

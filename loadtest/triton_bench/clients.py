@@ -21,8 +21,7 @@ def make_request_pool(config: ModelConfig, candidates: int, size: int, seed: int
     """`size` random valid ranker requests: batch 1, every history slot valid, numpy arrays."""
     import torch
 
-    from export.onnx.exporter import example_inputs
-    from export.onnx.wrappers import RANKER, model_io
+    from export.onnx.wrappers import RANKER, example_inputs, model_io
 
     specs, _ = model_io(RANKER, config)
     generator = torch.Generator().manual_seed(seed)

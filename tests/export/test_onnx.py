@@ -12,23 +12,18 @@ import torch
 
 from export.checkpoint import Checkpoint
 from export.models import HistoryInputs
-from export.onnx.exporter import (
-    PARITY_TOLERANCE,
-    example_inputs,
-    export_onnx,
-    onnx_io,
-    parity_tolerance,
-    verify_onnx,
-)
+from export.onnx.exporter import PARITY_TOLERANCE, export_onnx, onnx_io, verify_onnx
 from export.onnx.wrappers import (
     CANDIDATE_TOWER,
     MODEL_NAMES,
     RANKER,
     USER_TOWER,
     TensorSpec,
+    example_inputs,
     model_io,
     wrap,
 )
+from export.parity import parity_tolerance
 from phoenix.config import get_config
 from phoenix.errors import ExportError
 

@@ -18,8 +18,15 @@ import pytest
 import torch
 
 from export.checkpoint import Checkpoint, save_checkpoint
-from export.onnx.exporter import example_inputs
-from export.onnx.wrappers import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER, model_io, wrap
+from export.onnx.wrappers import (
+    CANDIDATE_TOWER,
+    MODEL_NAMES,
+    RANKER,
+    USER_TOWER,
+    example_inputs,
+    model_io,
+    wrap,
+)
 from export.repository.build import PYTHON_MODEL_SOURCE, ExportSettings, export_repository
 from phoenix.config import get_config
 

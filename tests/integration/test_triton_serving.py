@@ -20,8 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from export.checkpoint import Checkpoint, save_checkpoint
-from export.onnx.exporter import example_inputs
-from export.onnx.wrappers import MODEL_NAMES, RANKER, USER_TOWER, model_io, wrap
+from export.onnx.wrappers import MODEL_NAMES, RANKER, USER_TOWER, example_inputs, model_io, wrap
 from export.repository.build import ExportSettings, export_repository
 from phoenix.cli import main
 from phoenix.config import get_config
