@@ -13,10 +13,16 @@ export.models.layers.RMSNorm/mean: aten.mean.dim`), and the TensorRT layers by t
 tensor names (which the parser keeps) or node names. A timing cache file is read before and
 written after the build, so rebuilding the same shapes on the same GPU is fast; a cache from
 another TensorRT version or GPU is ignored with a warning.
+
+`engine.json`, written beside the plan, says what the engine was built with and for: TensorRT
+version, GPU and compute capability, CUDA runtime, precision, profiles, how many layers were
+kept in fp32, and the plan's size and sha256; `parity` is filled in by whoever checks the engine
+against PyTorch after the build (`dataclasses.replace` + `write_engine_metadata`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -65,14 +71,33 @@ def _gpu_present() -> bool:
 
 @dataclass(frozen=True)
 class EngineMetadata:
-    """Written beside the plan as `engine.json`."""
+    """Written beside the plan as `engine.json` (see `write_engine_metadata`).
+
+    An engine runs only with the TensorRT version and the GPU model (compute capability) that
+    built it; these fields say which. `layers_kept_fp32` counts the network layers constrained to
+    fp32 under fp16/bf16 (None for an fp32 build, where every layer is fp32 anyway), out of
+    `layers_total`. `parity` is None until the engine has been checked against PyTorch; the
+    check fills it (its own keys, e.g. the largest |difference| and the tolerance).
+    """
 
     tensorrt_version: str
     gpu: str
+    compute_capability: str
+    cuda_version: str
     precision: str
     profiles: dict[str, dict[str, list[int]]]
     build_seconds: float
     onnx_file: str
+    layers_kept_fp32: int | None
+    layers_total: int
+    plan_bytes: int
+    plan_sha256: str
+    parity: dict[str, float] | None = None
+
+
+def write_engine_metadata(path: Path, metadata: EngineMetadata) -> None:
+    """Write `metadata` as JSON at `path` (normally `engine.json` beside the plan), atomically."""
+    write_atomically(path, json.dumps(asdict(metadata), indent=2) + "\n")
 
 
 def build_engine(
@@ -100,10 +125,14 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    layers_total = network.num_layers
+    layers_kept_fp32: int | None = None
     if precision != "fp32":
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-        _keep_sensitive_layers_fp32(trt, network, *precision_sensitive(onnx_path))
+        layers_kept_fp32, layers_total = _keep_sensitive_layers_fp32(
+            trt, network, *precision_sensitive(onnx_path)
+        )
 
     ranges = shape_ranges(inputs, limits)
     network_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
@@ -122,19 +151,26 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
-    plan_path.write_bytes(bytes(serialized))
+    plan = bytes(serialized)
+    plan_path.write_bytes(plan)
     if timing_cache is not None:
         write_atomically(timing_cache, bytes(config.get_timing_cache().serialize()))
 
     metadata = EngineMetadata(
         tensorrt_version=trt.__version__,
         gpu=_gpu_name(),
+        compute_capability=_compute_capability(),
+        cuda_version=_cuda_version(),
         precision=precision,
         profiles={n: {k: list(v) for k, v in asdict(r).items()} for n, r in ranges.items()},
         build_seconds=round(time.perf_counter() - started, 1),
         onnx_file=onnx_path.name,
+        layers_kept_fp32=layers_kept_fp32,
+        layers_total=layers_total,
+        plan_bytes=len(plan),
+        plan_sha256=hashlib.sha256(plan).hexdigest(),
     )
-    (plan_path.parent / "engine.json").write_text(json.dumps(asdict(metadata), indent=2) + "\n")
+    write_engine_metadata(plan_path.parent / "engine.json", metadata)
     log.info("built %s (%s) in %.1f s", plan_path, precision, metadata.build_seconds)
     return metadata
 
@@ -174,12 +210,13 @@ def precision_sensitive(onnx_path: Path) -> tuple[set[str], set[str]]:
 
 def _keep_sensitive_layers_fp32(
     trt: Any, network: Any, node_names: set[str], tensor_names: set[str]
-) -> None:
+) -> tuple[int, int]:
     """Softmax and norm layers compute in fp32 whatever the engine's precision.
 
     A layer is matched by type (softmax), by an output tensor named like a sensitive ONNX output,
     or by the name of a sensitive ONNX node. Only layers with a floating-point output are
-    constrained (a norm's Shape layer has nothing to keep in fp32).
+    constrained (a norm's Shape layer has nothing to keep in fp32). Returns (layers constrained
+    to fp32, layers in the network).
     """
     floats = (trt.float16, trt.bfloat16, trt.float32)
     kept = 0
@@ -200,6 +237,7 @@ def _keep_sensitive_layers_fp32(
             layer.set_output_type(j, trt.float32)
         kept += 1
     log.info("kept %d of %d layers in fp32 (softmax and norms)", kept, network.num_layers)
+    return kept, network.num_layers
 
 
 def _gpu_name() -> str:
@@ -208,4 +246,25 @@ def _gpu_name() -> str:
 
         return torch.cuda.get_device_name(0)
     except Exception:  # metadata only: never fail a finished build over the GPU's name
+        return "unknown"
+
+
+def _compute_capability() -> str:
+    """The building GPU's compute capability, "9.0" for an H100: a plan runs only on its own."""
+    try:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(0)
+        return f"{major}.{minor}"
+    except Exception:  # metadata only, like the name
+        return "unknown"
+
+
+def _cuda_version() -> str:
+    """The CUDA runtime version torch was built with ("12.8"), as torch reports it."""
+    try:
+        import torch
+
+        return torch.version.cuda or "unknown"
+    except Exception:  # metadata only, like the name
         return "unknown"

@@ -7,10 +7,12 @@ are present.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
 import types
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -344,6 +346,8 @@ def trt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(builder, "_gpu_present", lambda: True)
     monkeypatch.setattr(builder, "_gpu_name", lambda: "Fake GPU 80GB")
+    monkeypatch.setattr(builder, "_compute_capability", lambda: "9.0")
+    monkeypatch.setattr(builder, "_cuda_version", lambda: "12.8")
     monkeypatch.setattr(FakeParser, "errors", [])
     return record
 
@@ -382,6 +386,8 @@ def test_builds_plan_with_one_profile_covering_every_input(trt: dict[str, Any], 
     assert engine == {
         "tensorrt_version": "10.99.0-fake",
         "gpu": "Fake GPU 80GB",
+        "compute_capability": "9.0",
+        "cuda_version": "12.8",
         "precision": "fp32",
         "profiles": {
             n: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)}
@@ -389,7 +395,13 @@ def test_builds_plan_with_one_profile_covering_every_input(trt: dict[str, Any], 
         },
         "build_seconds": metadata.build_seconds,
         "onnx_file": "model.onnx",
+        "layers_kept_fp32": None,  # fp32: nothing to constrain
+        "layers_total": network.num_layers,
+        "plan_bytes": len(b"PLAN-BYTES"),
+        "plan_sha256": hashlib.sha256(b"PLAN-BYTES").hexdigest(),
+        "parity": None,
     }
+    assert engine == asdict(metadata)
 
 
 def _sensitive_layers(graph_path: Path) -> set[str]:
@@ -427,7 +439,12 @@ def test_reduced_precision_keeps_norms_and_softmax_in_fp32(
             assert layer.output_types == float_outputs, layer.name
         else:
             assert layer.output_types == {}, layer.name
-    assert json.loads((work / "engine.json").read_text())["precision"] == precision
+    engine = json.loads((work / "engine.json").read_text())
+    assert engine["precision"] == precision
+    assert engine["layers_kept_fp32"] == len(kept)
+    assert engine["layers_total"] == len(network.layers)
+    assert engine["plan_sha256"] == hashlib.sha256((work / "model.plan").read_bytes()).hexdigest()
+    assert engine["plan_bytes"] == (work / "model.plan").stat().st_size
 
 
 def test_timing_cache_is_loaded_and_saved(trt: dict[str, Any], work: Path) -> None:
