@@ -29,9 +29,11 @@ Runtime = Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]]
 
 #: Accepted |runtime - PyTorch fp32| per unit of an output's magnitude, by compute precision.
 #: fp32: ONNX Runtime reaches ~1e-6 on probabilities. tf32: TensorRT's fp32 engines use TF32
-#: matmuls (10-bit mantissa) unless told not to. fp16/bf16: an 8- or 11-bit mantissa through a
-#: dozen layers; bf16 gives ~5e-3 on the tiny ranker's probabilities.
-TOLERANCE_PER_UNIT = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 2e-2, "bf16": 3e-2}
+#: matmuls (10-bit mantissa) unless told not to. fp16/bf16: measured on the trained tiny ranker
+#: (`make demo`), PyTorch on the CPU, over batches of 3 x 64 candidates: max |diff| of the
+#: probabilities up to 0.016 in fp16 and 0.040 in bf16 (mean 4e-4); towers 3e-4 / 1.5e-3. The
+#: bounds leave about 2x on that; a wrong weight or a broken kernel is off by 0.1 or more.
+TOLERANCE_PER_UNIT = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 4e-2, "bf16": 8e-2}
 
 #: Candidate counts and batch sizes every parity check covers (capped at the served limits).
 CANDIDATE_COUNTS = (1, 7, 64)

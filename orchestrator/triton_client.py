@@ -31,6 +31,7 @@ from phoenix.errors import ServingError
 from phoenix.features import Arrays
 from phoenix.hashing import IdHasher
 from phoenix.serving import (
+    CANDIDATE_BUCKETS,
     CANDIDATE_TOWER,
     MAX_CANDIDATES_PARAMETER,
     MODEL_CONFIG_PARAMETER,
@@ -42,7 +43,7 @@ from phoenix.serving import (
 log = logging.getLogger(__name__)
 
 #: Candidate counts a ranker request is padded up to (those above the model's limit are dropped).
-DEFAULT_BUCKETS = (16, 64, 128, 256, 512, 1024)
+DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
 

@@ -15,6 +15,10 @@ MODEL_CONFIG_PARAMETER = "phoenix_model_config"
 #: config.pbtxt string parameter: the most candidates one ranker request may carry.
 MAX_CANDIDATES_PARAMETER = "max_candidates"
 
-#: Environment variable read by the `cpu` target's model.py: ONNX Runtime intra-op threads
-#: (0 or unset: ONNX Runtime's default, one per core).
+#: Candidate counts the orchestrator pads a ranker request up to, and the shapes the `pytorch`
+#: target captures CUDA graphs for: a few shapes keep both the batcher and the graphs effective.
+CANDIDATE_BUCKETS: tuple[int, ...] = (16, 64, 128, 256, 512, 1024)
+
+#: Environment variable read by the Python-backend models: intra-op threads of their runtime
+#: (ONNX Runtime for `cpu`, PyTorch on the CPU for `pytorch`; 0 or unset: one per core).
 ORT_THREADS_ENV = "PHOENIX_ORT_THREADS"

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from export.benchmarks.peak import matmul_peak_tflops
 from export.models.inputs import CandidateInputs, RankerInputs
+from export.models.precision import cast_for_inference
 from export.models.ranker import PhoenixRanker, RankerOutput
 from export.models.sample import random_ranker_inputs
 from phoenix.config import ModelConfig, get_config
@@ -244,9 +245,9 @@ def _bench_all(
 
 
 def make_model(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> PhoenixRanker:
-    """A seeded ranker in eval mode, on `device`, weights cast to `dtype`."""
+    """A seeded ranker in eval mode, on `device`, cast to `dtype` as it is served."""
     torch.manual_seed(0)
-    return PhoenixRanker(config).to(device=device, dtype=dtype).eval()
+    return cast_for_inference(PhoenixRanker(config).to(device), dtype).eval()  # type: ignore[return-value]
 
 
 def full_history_inputs(config: ModelConfig, candidates: int, device: torch.device) -> RankerInputs:

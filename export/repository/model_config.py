@@ -7,7 +7,11 @@ Targets:
 - `cpu`: Python backend running ONNX Runtime (`python_model.py`), for the `tritonserver` binary
   carried by nvidia-pytriton (Python backend only);
 - `onnxruntime`: the ONNX Runtime backend of NVIDIA's Triton container, loading `model.onnx`;
-- `tensorrt`: the TensorRT backend of the container, loading `model.plan` (GPU only).
+- `tensorrt`: the TensorRT backend of the container, loading `model.plan` (GPU only);
+- `pytorch`: Python backend running the PyTorch module (`torch_model.py`), bf16 with CUDA graphs
+  on a GPU without TensorRT, for the wheel's `tritonserver`. Its instances are KIND_CPU to Triton:
+  the model places itself on the device its `device` parameter names (Triton's KIND_GPU would
+  refuse to load on a machine without a GPU, where the same repository serves on the CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Target(str, Enum):
     CPU = "cpu"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    PYTORCH = "pytorch"
 
 
 #: The file each target's version directory serves.
@@ -31,6 +36,7 @@ MODEL_FILES = {
     Target.CPU: "model.onnx",
     Target.ONNXRUNTIME: "model.onnx",
     Target.TENSORRT: "model.plan",
+    Target.PYTORCH: "model.safetensors",
 }
 
 _DTYPES = {
@@ -72,7 +78,7 @@ def build_model_config(
         # Every tensor spec leaves the batch dimension out; 0 would make Triton read them unbatched.
         raise ValueError(f"{name}: max_batch_size must be at least 1, got {max_batch_size}")
     config = mc.ModelConfig(name=name, max_batch_size=max_batch_size)
-    if target is Target.CPU:
+    if target in (Target.CPU, Target.PYTORCH):
         config.backend = "python"
     elif target is Target.ONNXRUNTIME:
         config.platform = "onnxruntime_onnx"
@@ -91,6 +97,7 @@ def build_model_config(
         Target.CPU: mc.ModelInstanceGroup.KIND_CPU,
         Target.ONNXRUNTIME: mc.ModelInstanceGroup.KIND_AUTO,
         Target.TENSORRT: mc.ModelInstanceGroup.KIND_GPU,
+        Target.PYTORCH: mc.ModelInstanceGroup.KIND_CPU,
     }[target]
     config.instance_group.add(count=instances, kind=kind)
     for key, value in (parameters or {}).items():

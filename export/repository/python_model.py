@@ -3,7 +3,8 @@
 This file is copied verbatim into every version directory of the `cpu` target as `model.py`, next
 to `model.onnx` and `io.json`. It runs inside Triton's Python-backend stub, so it imports only
 numpy, onnxruntime and Triton's `triton_python_backend_utils`, never this project: a served
-version must keep working whatever the installed project version is.
+version must keep working whatever the installed project version is. (The `pytorch` target's
+model.py, `torch_model.py`, subclasses it and replaces only `open_session`.)
 
 `io.json` lists the inputs (name, dtype, shape without the batch dim, and for row-index inputs the
 valid row ranges) and outputs. Triton itself checks names, dtypes and ranks against config.pbtxt;
@@ -26,7 +27,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
@@ -35,12 +35,21 @@ class RequestError(ValueError):
 
 
 class TritonPythonModel:
+    #: Names the runtime in the errors it raises itself (not those about a request's values).
+    runtime = "onnxruntime"
+
     def initialize(self, args: dict) -> None:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.io = json.loads((version_dir / "io.json").read_text())
         self.input_names = [t["name"] for t in self.io["inputs"]]
         self.output_names = [t["name"] for t in self.io["outputs"]]
         self.max_candidates = self.io.get("max_candidates")
+        self.session = self.open_session(version_dir, args)
+
+    def open_session(self, version_dir: Path, args: dict):
+        """The runtime: anything with ONNX Runtime's `run(output_names, feed) -> outputs`."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("PHOENIX_ORT_THREADS", "0"))
         options.inter_op_num_threads = 1
@@ -48,7 +57,7 @@ class TritonPythonModel:
         # few cores, the spinning of one model's threads slows the next model down.
         spin = os.environ.get("PHOENIX_ORT_SPIN", "0")
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        self.session = ort.InferenceSession(
+        return ort.InferenceSession(
             str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
 
@@ -88,8 +97,8 @@ class TritonPythonModel:
         }
         try:
             outputs = self.session.run(self.output_names, feed)
-        except Exception as exc:  # ONNX Runtime's own errors: report, keep serving
-            return [_error(f"onnxruntime: {exc}") for _ in members]
+        except Exception as exc:  # the runtime's own errors: report, keep serving
+            return [_error(f"{self.runtime}: {exc}") for _ in members]
         responses = []
         start = 0
         for size in sizes:

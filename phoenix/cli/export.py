@@ -13,7 +13,8 @@ from phoenix.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_TARGETS = ("cpu", "onnxruntime", "tensorrt")
+_TARGETS = ("cpu", "onnxruntime", "tensorrt", "pytorch")
+_CUDA_GRAPHS = {"auto": None, "on": True, "off": False}
 _PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -27,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "already there: a running `phoenix triton` picks the new version up without a restart.",
         epilog="Targets: cpu = Python-backend model over ONNX Runtime, for the tritonserver of "
         "the nvidia-pytriton wheel (no GPU needed); onnxruntime = the ONNX Runtime backend of "
-        "NVIDIA's Triton container; tensorrt = a TensorRT engine (needs TensorRT and a GPU).",
+        "NVIDIA's Triton container; tensorrt = a TensorRT engine (needs TensorRT and a GPU); "
+        "pytorch = Python-backend model running the PyTorch module, bf16 with CUDA graphs on a "
+        "GPU (the GPU path where TensorRT is missing), for the wheel's tritonserver; it also "
+        "serves on a CPU. Every target is checked against PyTorch after the export.",
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
     p.add_argument("--out", required=True, type=Path, help="model repository to write into")
@@ -35,8 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         choices=_PRECISIONS,
-        default="fp32",
-        help="engine precision; fp16 and bf16 need --target tensorrt (default fp32)",
+        default=None,
+        help="compute precision; fp16 and bf16 need --target tensorrt or pytorch "
+        "(default: bf16 for pytorch, fp32 otherwise)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="pytorch target: auto, cpu, cuda or cuda:N; auto takes the first GPU when the "
+        "serving host has one (default auto)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        choices=tuple(_CUDA_GRAPHS),
+        default="auto",
+        help="pytorch target: capture a CUDA graph per (batch, candidates) bucket when the model "
+        "loads; auto = on when it runs on CUDA (default auto)",
     )
     p.add_argument(
         "--max-candidates",
@@ -67,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-verify",
         dest="verify",
         action="store_false",
-        help="skip the ONNX Runtime vs PyTorch check (faster; not recommended)",
+        help="skip the check of the served runtime against PyTorch (faster; not recommended)",
     )
     p.add_argument(
         "--timing-cache",
@@ -91,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
             keep_versions=args.keep_versions,
             verify=args.verify,
             timing_cache=args.timing_cache,
+            device=args.device,
+            cuda_graphs=_CUDA_GRAPHS[args.cuda_graphs],
         )
     except ValidationError as exc:
         raise ConfigError(option_errors(exc, {})) from exc
@@ -99,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         parity = (
             "not checked"
             if model.parity_max_abs_diff is None
-            else f"ONNX Runtime vs PyTorch max |diff| {model.parity_max_abs_diff:.2e}"
+            else f"{model.runtime} vs PyTorch max |diff| {model.parity_max_abs_diff:.2e}"
         )
         print(f"{args.out / model.name / str(model.version)}  ({parity})")
     return 0

@@ -59,7 +59,15 @@ def test_pbtxt_round_trips_and_matches_the_contract(name: str, target: Target) -
     assert parsed.version_policy.WhichOneof("policy_choice") == "latest"
     assert parsed.version_policy.latest.num_versions == 1
     assert [(g.count, mc.ModelInstanceGroup.Kind.Name(g.kind)) for g in parsed.instance_group] == [
-        (2, {"cpu": "KIND_CPU", "onnxruntime": "KIND_AUTO", "tensorrt": "KIND_GPU"}[target.value])
+        (
+            2,
+            {
+                "cpu": "KIND_CPU",
+                "onnxruntime": "KIND_AUTO",
+                "tensorrt": "KIND_GPU",
+                "pytorch": "KIND_CPU",  # the model places itself (its `device` parameter)
+            }[target.value],
+        )
     ]
     inputs, outputs = model_io(name, CONFIG)
     assert tensors(parsed.input) == expected(inputs)
@@ -72,6 +80,7 @@ def test_pbtxt_round_trips_and_matches_the_contract(name: str, target: Target) -
         (Target.CPU, "python", "", ""),  # the Python backend loads model.py by default
         (Target.ONNXRUNTIME, "", "onnxruntime_onnx", "model.onnx"),
         (Target.TENSORRT, "", "tensorrt_plan", "model.plan"),
+        (Target.PYTORCH, "python", "", ""),
     ],
 )
 def test_backend_platform_and_model_file(
@@ -92,6 +101,7 @@ def test_model_files_cover_every_target() -> None:
         Target.CPU: "model.onnx",  # run by model.py through ONNX Runtime
         Target.ONNXRUNTIME: "model.onnx",
         Target.TENSORRT: "model.plan",
+        Target.PYTORCH: "model.safetensors",  # run by model.py through PyTorch
     }
 
 
