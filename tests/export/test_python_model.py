@@ -1,12 +1,16 @@
-"""The Python-backend model (`model.py` of the cpu target) on a real exported repository.
+"""The Python-backend models (`model.py` of the cpu and pytorch targets) on real repositories.
 
 Triton's `triton_python_backend_utils` only exists inside Triton's stub process, so a minimal fake
-stands in for it; everything else (the exported graph, io.json, ONNX Runtime) is real.
+stands in for it; everything else (the exported graph or checkpoint, io.json, ONNX Runtime or
+PyTorch) is real. Every test runs for both targets: they share the request checks and batching
+and differ in the runtime only. The pytorch target runs in fp32 with CUDA graphs on, which on a
+CPU pads every call to its bucket without capturing, so the padding is under test as well.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from google.protobuf import json_format
 
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.onnx.wrappers import (
@@ -27,7 +32,13 @@ from export.onnx.wrappers import (
     model_io,
     wrap,
 )
-from export.repository.build import PYTHON_MODEL_SOURCE, ExportSettings, export_repository
+from export.repository.build import (
+    PYTHON_MODEL_SOURCE,
+    TORCH_MODEL_SOURCE,
+    ExportSettings,
+    export_repository,
+)
+from export.repository.model_config import parse_pbtxt
 from phoenix.config import get_config
 
 CONFIG = get_config("tiny").with_overrides(
@@ -92,24 +103,58 @@ def checkpoint() -> Checkpoint:
     return checkpoint
 
 
+SOURCES = {"cpu": PYTHON_MODEL_SOURCE, "pytorch": TORCH_MODEL_SOURCE}
+SETTINGS = {
+    "cpu": ExportSettings(max_candidates=MAX_CANDIDATES, verify=False),
+    "pytorch": ExportSettings(
+        target="pytorch",
+        precision="fp32",
+        cuda_graphs=True,
+        max_candidates=MAX_CANDIDATES,
+        verify=False,
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def target(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def repository(checkpoint: Checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("python-model")
+def repository(
+    checkpoint: Checkpoint, target: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    base = tmp_path_factory.mktemp(f"python-model-{target}")
     checkpoint_dir = save_checkpoint(checkpoint, base / "checkpoint")
-    settings = ExportSettings(max_candidates=MAX_CANDIDATES, verify=False)
-    export_repository(checkpoint_dir, base / "models", settings)
+    export_repository(checkpoint_dir, base / "models", SETTINGS[target])
     return base / "models"
 
 
 @pytest.fixture(scope="module")
-def python_model(repository: Path) -> Iterator[types.ModuleType]:
+def python_model(target: str) -> Iterator[types.ModuleType]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
-        spec = importlib.util.spec_from_file_location("phoenix_python_model", PYTHON_MODEL_SOURCE)
+        # The pytorch target's model.py imports the cpu target's from the installed package.
+        patch.delitem(sys.modules, "export.repository.python_model", raising=False)
+        spec = importlib.util.spec_from_file_location(f"phoenix_{target}_model", SOURCES[target])
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         yield module
+
+
+def triton_args(repository: Path, name: str) -> dict[str, str]:
+    """What Triton passes to `initialize`: the model's directory, version, name and config JSON."""
+    config = parse_pbtxt((repository / name / "config.pbtxt").read_text())
+    return {
+        "model_repository": str(repository / name),
+        "model_version": "1",
+        "model_name": name,
+        "model_config": json.dumps(
+            json_format.MessageToDict(config, preserving_proto_field_name=True)
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,13 +162,7 @@ def models(python_model: types.ModuleType, repository: Path) -> dict[str, Any]:
     out = {}
     for name in MODEL_NAMES:
         model = python_model.TritonPythonModel()
-        model.initialize(
-            {
-                "model_repository": str(repository / name),  # Triton passes the model's directory
-                "model_version": "1",
-                "model_name": name,
-            }
-        )
+        model.initialize(triton_args(repository, name))
         out[name] = model
     return out
 
@@ -162,16 +201,24 @@ def error_of(response: FakeResponse) -> str:
 
 
 # Tests ------------------------------------------------------------------------------------------
-def test_version_directory_serves_this_model_file(repository: Path) -> None:
+SERVED_FILES = {
+    "cpu": ["model.onnx"],
+    "pytorch": ["config.json", "model.safetensors"],  # the checkpoint itself
+}
+
+
+def test_version_directory_serves_this_model_file(repository: Path, target: str) -> None:
     version = repository / RANKER / "1"
-    assert sorted(p.name for p in version.iterdir()) == [
-        "__pycache__",  # model.py compiled before publishing (see writer.py)
-        "io.json",
-        "model.onnx",
-        "model.py",
-        "provenance.json",
-    ]
-    assert (version / "model.py").read_bytes() == PYTHON_MODEL_SOURCE.read_bytes()
+    assert sorted(p.name for p in version.iterdir()) == sorted(
+        [
+            "__pycache__",  # model.py compiled before publishing (see writer.py)
+            "io.json",
+            "model.py",
+            "provenance.json",
+            *SERVED_FILES[target],
+        ]
+    )
+    assert (version / "model.py").read_bytes() == SOURCES[target].read_bytes()
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -186,7 +233,7 @@ def test_execute_without_requests(models: dict[str, Any]) -> None:
 
 
 class SessionSpy:
-    """Wraps the ONNX Runtime session and records the batch and candidates of each run."""
+    """Wraps the runtime (ONNX Runtime session or PyTorch runner) and records each run's shape."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -334,7 +381,7 @@ def test_towers_check_rows_too(
 
 
 def test_runtime_failure_fails_only_its_group(
-    spied_ranker: Any, checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch
+    spied_ranker: Any, checkpoint: Checkpoint, target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = spied_ranker.session
     real_run = spy.run
@@ -348,6 +395,7 @@ def test_runtime_failure_fails_only_its_group(
     failing = [make_inputs(RANKER, 1, 4, seed=s) for s in (40, 41)]
     fine = make_inputs(RANKER, 2, 6, seed=42)
     responses = spied_ranker.execute([FakeRequest(a) for a in (failing[0], fine, failing[1])])
+    runtime = {"cpu": "onnxruntime", "pytorch": "pytorch"}[target]
     for i in (0, 2):
-        assert error_of(responses[i]) == "onnxruntime: simulated kernel failure"
+        assert error_of(responses[i]) == f"{runtime}: simulated kernel failure"
     assert_matches(responses[1], reference(checkpoint, RANKER, fine))

@@ -1,7 +1,10 @@
 """The exported tiny repository served by the real `tritonserver`, called with `tritonclient`.
 
-One server for the module, started on a freshly exported `tiny` repository. Every check goes
-through Triton over HTTP or gRPC and compares with the PyTorch models the export came from.
+One server per target, started on a freshly exported `tiny` repository: `cpu` (ONNX Runtime in
+the Python backend) and `pytorch` (the PyTorch module in the Python backend; fp32 with CUDA graphs
+on, which on a machine without a GPU pads every call to its bucket without capturing; bf16 with
+real CUDA graphs where there is a GPU). Every check goes through Triton over HTTP or gRPC and
+compares with the PyTorch models the export came from.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from tritonclient.utils import InferenceServerException
 
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.onnx.wrappers import MODEL_NAMES, RANKER, USER_TOWER, example_inputs, model_io, wrap
+from export.parity import TOLERANCE_PER_UNIT
 from export.repository.build import ExportSettings, export_repository
+from export.repository.model_config import MODEL_FILES, Target
 from phoenix.cli import main
 from phoenix.config import get_config
 from phoenix.triton.check import CHECK_CANDIDATES, check_model
@@ -31,38 +36,58 @@ pytestmark = pytest.mark.triton
 
 CONFIG = get_config("tiny")
 MAX_CANDIDATES = 64
-TOLERANCE = 1e-4
 CLIENTS = {"http": httpclient, "grpc": grpcclient}
+ON_GPU = torch.cuda.is_available()
+SETTINGS = {
+    "cpu": ExportSettings(max_candidates=MAX_CANDIDATES, max_queue_delay_us=20_000),
+    "pytorch": ExportSettings(
+        target="pytorch",
+        precision="bf16" if ON_GPU else "fp32",
+        cuda_graphs=True,
+        max_candidates=MAX_CANDIDATES,
+        max_queue_delay_us=20_000,
+    ),
+}
+#: |served - PyTorch fp32| accepted per target (bf16 on a GPU: see export.parity).
+TOLERANCES = {"cpu": 1e-4, "pytorch": TOLERANCE_PER_UNIT["bf16"] if ON_GPU else 1e-4}
 
 
 class Served:
     """The running server, its repository, and the checkpoint of the version being served."""
 
-    def __init__(self, server: TritonServer, repository: Path, checkpoint: Checkpoint) -> None:
+    def __init__(
+        self, server: TritonServer, repository: Path, checkpoint: Checkpoint, target: str
+    ) -> None:
         self.server = server
         self.repository = repository
         self.checkpoint = checkpoint
+        self.target = target
+        self.tolerance = TOLERANCES[target]
 
     def client(self, protocol: str):  # type: ignore[no-untyped-def]
         url = getattr(self.server.endpoints, protocol)
         return CLIENTS[protocol].InferenceServerClient(url)
 
 
-def _export(checkpoint: Checkpoint, workdir: Path, repository: Path, name: str) -> None:
+def _export(
+    checkpoint: Checkpoint, workdir: Path, repository: Path, name: str, target: str
+) -> None:
     checkpoint_dir = save_checkpoint(checkpoint, workdir / name)
-    settings = ExportSettings(max_candidates=MAX_CANDIDATES, max_queue_delay_us=20_000)
-    export_repository(checkpoint_dir, repository, settings)
+    export_repository(checkpoint_dir, repository, SETTINGS[target])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    workdir = tmp_path_factory.mktemp("serving")
+@pytest.fixture(scope="module", params=list(SETTINGS))
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    target = request.param
+    workdir = tmp_path_factory.mktemp(f"serving-{target}")
     repository = workdir / "model_repository"
     checkpoint = Checkpoint.initialise(CONFIG, seed=11)
-    _export(checkpoint, workdir, repository, "v1")
+    _export(checkpoint, workdir, repository, "v1", target)
     server = TritonServer(repository, http_port=0, grpc_port=0, metrics_port=0, poll_interval_s=1.0)
     with server:
-        yield Served(server, repository, checkpoint)
+        yield Served(server, repository, checkpoint, target)
 
 
 def _infer(client, protocol: str, model: str, arrays: dict[str, np.ndarray], outputs: list[str]):  # type: ignore[no-untyped-def]
@@ -109,7 +134,7 @@ def test_every_model_answers_like_pytorch(served: Served, protocol: str, model: 
         want = _expected(served.checkpoint, model, arrays)
         for name in want:
             assert got[name].shape == want[name].shape, name
-            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=TOLERANCE)
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=served.tolerance)
 
 
 def test_concurrent_requests_are_batched(served: Served) -> None:
@@ -131,7 +156,7 @@ def test_concurrent_requests_are_batched(served: Served) -> None:
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(one, range(32)))
     for got in results:
-        np.testing.assert_allclose(got, want["action_probs"], rtol=0, atol=TOLERANCE)
+        np.testing.assert_allclose(got, want["action_probs"], rtol=0, atol=served.tolerance)
     requests_after, executions_after = counts()
     requests, executions = requests_after - requests_before, executions_after - executions_before
     assert requests == 32
@@ -195,7 +220,7 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(
     arrays = _request(RANKER, batch=1, candidates=4, seed=12)
     got = _infer(client, protocol, RANKER, arrays, ["action_probs"])["action_probs"]
     want = _expected(served.checkpoint, RANKER, arrays)["action_probs"]
-    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(got, want, rtol=0, atol=served.tolerance)
 
 
 def test_smoke_check_answers_for_every_model(served: Served) -> None:
@@ -239,15 +264,15 @@ def test_a_new_version_is_served_without_failing_a_request(served: Served, tmp_p
                 failures.append(exc)
                 continue
             emb = got["user_embedding"]
-            answers.append("old" if np.allclose(emb, old, atol=TOLERANCE) else "new")
-            if not np.allclose(emb, old if answers[-1] == "old" else new, atol=TOLERANCE):
+            answers.append("old" if np.allclose(emb, old, atol=served.tolerance) else "new")
+            if not np.allclose(emb, old if answers[-1] == "old" else new, atol=served.tolerance):
                 failures.append(AssertionError("an answer matching neither version"))
 
     worker = threading.Thread(target=loop, daemon=True)
     worker.start()
     try:
         time.sleep(0.5)
-        _export(new_checkpoint, tmp_path, served.repository, "v2")
+        _export(new_checkpoint, tmp_path, served.repository, "v2", served.target)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not answers or answers[-1] != "new"):
             time.sleep(0.2)
@@ -261,6 +286,7 @@ def test_a_new_version_is_served_without_failing_a_request(served: Served, tmp_p
     assert answers.index("new") > 0 and "old" not in answers[answers.index("new") :]
     assert client.is_model_ready(USER_TOWER, "2")
     # the published version directory of every model is 2, the first one untouched
+    served_file = MODEL_FILES[Target(served.target)]
     for model in MODEL_NAMES:
-        assert (served.repository / model / "1" / "model.onnx").is_file()
-        assert (served.repository / model / "2" / "model.onnx").is_file()
+        assert (served.repository / model / "1" / served_file).is_file()
+        assert (served.repository / model / "2" / served_file).is_file()
