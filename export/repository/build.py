@@ -167,9 +167,12 @@ def _pytorch_files(
 ) -> _TargetFiles:
     """The checkpoint itself and `torch_model.py`; checked through the runner it will serve with."""
     options = settings.torch_options()
-    runtime = f"PyTorch {options.precision} on {resolve_device(options.device)}"
+    runtime = f"PyTorch {options.precision} on {options.device}"
     diff = None
     if settings.verify:
+        # The check runs where the model will: on a machine without that device, export with
+        # --no-verify and check on the serving host (`phoenix triton --check`).
+        runtime = f"PyTorch {options.precision} on {resolve_device(options.device)}"
         runner = TorchRunner(
             name,
             checkpoint,

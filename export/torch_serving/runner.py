@@ -73,6 +73,13 @@ class TorchServingOptions(BaseModel):
             return tuple(sorted({int(p) for p in parts})) if parts else None
         return value
 
+    @field_validator("graph_batch_sizes", "graph_candidates")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"sizes must be positive, got {list(value)}")
+        return value
+
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str], **extra: object) -> TorchServingOptions:
         """Options from config.pbtxt string parameters (other parameters are not ours)."""
@@ -114,7 +121,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but PyTorch sees no CUDA device")
+        raise ConfigError(
+            f"device: {name!r} asked for, but PyTorch sees no CUDA device here (export for "
+            "another host with --no-verify, or export on the serving host)"
+        )
     return device
 
 

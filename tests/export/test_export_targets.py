@@ -258,6 +258,21 @@ def test_pytorch_on_cuda_without_cuda_publishes_nothing(
     assert not repository.exists() or list(repository.iterdir()) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_pytorch_for_a_gpu_host_exports_here_without_the_check(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    """A repository meant for a GPU host can be written on a CPU machine with --no-verify."""
+    repository = tmp_path / "models"
+    settings = ExportSettings(
+        target="pytorch", device="cuda", verify=False, max_candidates=MAX_CANDIDATES
+    )
+    published = export_repository(checkpoint_dir, repository, settings)
+    assert [m.runtime for m in published] == ["PyTorch bf16 on cuda"] * len(MODEL_NAMES)
+    config = parse_pbtxt((repository / RANKER / "config.pbtxt").read_text())
+    assert config.parameters["device"].string_value == "cuda"
+
+
 class PerturbedRunner(TorchRunner):
     """The serving runner with its last output (dwell_time for the ranker) shifted by 0.5."""
 

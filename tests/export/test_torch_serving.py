@@ -227,6 +227,7 @@ def test_options_defaults_and_extra_fields() -> None:
         ({"device": "cuda:x"}, {}, "device"),
         ({"cuda_graph_batch_sizes": "a,b"}, {}, "graph_batch_sizes"),
         ({"cuda_graph_candidates": "16,x"}, {}, "graph_candidates"),
+        ({"cuda_graph_batch_sizes": "0,4"}, {}, "graph_batch_sizes"),
         ({"cuda_graphs": "maybe"}, {}, "cuda_graphs"),
         ({}, {"threads": -1}, "threads"),
     ],
