@@ -266,7 +266,7 @@ def _publish(
     version_files = VersionFiles(
         copies=files.copies,
         jsons={
-            "io.json": io_manifest(config, inputs, outputs, settings.max_candidates),
+            "io.json": io_manifest(config, inputs, outputs, settings.max_candidates, model=name),
             "provenance.json": provenance(
                 checkpoint_dir,
                 config,

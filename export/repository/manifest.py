@@ -33,8 +33,14 @@ def io_manifest(
     inputs: Sequence[TensorLike],
     outputs: Sequence[TensorLike],
     max_candidates: int,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """The tensors of one model plus the value checks the Python-backend model applies."""
+    """The tensors of one model plus the value checks the Python-backend model applies.
+
+    `model` names which network this is (`phoenix_ranker`, ...): the pytorch target builds its
+    module from it, whatever name the model is served under (a copy served twice, as a benchmark
+    does with and without batching, keeps working).
+    """
     blocks = {
         "user": (config.user_offset, config.num_user_rows),
         "post": (config.post_offset, config.num_post_rows),
@@ -54,7 +60,8 @@ def io_manifest(
             entry["candidates_axis"] = 0
         return entry
 
-    return {
+    doc: dict[str, Any] = {} if model is None else {"model": model}
+    return doc | {
         "inputs": [describe(s) for s in inputs],
         "outputs": [describe(s) for s in outputs],
         "max_candidates": max_candidates,

@@ -36,7 +36,7 @@ class TritonPythonModel(OnnxRuntimeModel):
         threads = int(os.environ.get(ORT_THREADS_ENV) or 0)
         options = TorchServingOptions.from_parameters(parameters, threads=threads)
         runner = TorchRunner(
-            args["model_name"],
+            self.io.get("model", args["model_name"]),  # the network, whatever it is served as
             load_checkpoint(version_dir),
             max_batch=int(config["max_batch_size"]),
             max_candidates=self.max_candidates,

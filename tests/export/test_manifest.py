@@ -115,6 +115,13 @@ def test_tensors_and_limit_are_recorded(model: str) -> None:
     assert json.loads(json.dumps(doc)) == doc  # plain JSON, as written into io.json
 
 
+def test_the_network_is_named_when_given() -> None:
+    inputs, outputs = model_io(MODEL_NAMES[0], CONFIG)
+    assert "model" not in io_manifest(CONFIG, inputs, outputs, max_candidates=8)
+    named = io_manifest(CONFIG, inputs, outputs, max_candidates=8, model=MODEL_NAMES[0])
+    assert named["model"] == MODEL_NAMES[0]
+
+
 def test_outputs_carry_no_value_checks() -> None:
     for model in MODEL_NAMES:
         _, outputs = model_io(model, CONFIG)

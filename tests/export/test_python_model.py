@@ -228,6 +228,18 @@ def test_outputs_equal_pytorch(models: dict[str, Any], checkpoint: Checkpoint, n
     assert_matches(response, reference(checkpoint, name, arrays))
 
 
+def test_a_model_served_under_another_name_runs_its_network(
+    python_model: types.ModuleType, repository: Path, checkpoint: Checkpoint
+) -> None:
+    """io.json names the network, so a copy served as another model (a benchmark's twin without
+    batching) still builds the ranker; the pytorch target would fail on the name otherwise."""
+    model = python_model.TritonPythonModel()
+    model.initialize({**triton_args(repository, RANKER), "model_name": "phoenix_ranker_copy"})
+    arrays = make_inputs(RANKER, batch=2, candidates=5, seed=4)
+    (response,) = model.execute([FakeRequest(arrays)])
+    assert_matches(response, reference(checkpoint, RANKER, arrays))
+
+
 def test_execute_without_requests(models: dict[str, Any]) -> None:
     assert models[RANKER].execute([]) == []
 
