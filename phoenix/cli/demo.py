@@ -38,6 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model repository to export to and serve (default model_repository)",
     )
     p.add_argument("--config", default="tiny", help="model preset to train (default tiny)")
+    p.add_argument(
+        "--target",
+        choices=("auto", "cpu", "pytorch"),
+        default="auto",
+        help="export target served by the bundled tritonserver: cpu (ONNX Runtime) or pytorch "
+        "(PyTorch, bf16 with CUDA graphs on a GPU); auto = pytorch when PyTorch sees a CUDA "
+        "device, else cpu (default auto)",
+    )
     p.add_argument("--seed", type=int, default=7, help="world seed (default 7)")
     p.add_argument("--viewers", type=int, default=3, help="viewers whose feed is shown (default 3)")
     p.add_argument("--shown", type=int, default=10, help="posts shown per feed (default 10)")
@@ -77,10 +85,19 @@ def _run(args: argparse.Namespace) -> int:
         "skipping evaluation",
         ["eval", "--world", str(world_dir), "--checkpoint", str(checkpoint)],
     )
+    target = _target(args.target)
     _step(
-        _served_from(args.repository, checkpoint),
-        f"reusing the exported models in {args.repository} (same checkpoint)",
-        ["export", "--checkpoint", str(checkpoint), "--out", str(args.repository)],
+        _served_from(args.repository, checkpoint, target),
+        f"reusing the exported models in {args.repository} (same checkpoint, {target} target)",
+        [
+            "export",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(args.repository),
+            "--target",
+            target,
+        ],
     )
     world = load_world(world_dir)
     facts = WorldFacts.of(world)
@@ -110,9 +127,18 @@ def _step(done: bool, reuse_message: str, command: list[str]) -> None:
         raise PhoenixError(f"'phoenix {' '.join(command)}' failed (exit status {code})")
 
 
-def _served_from(repository: Path, checkpoint: Path) -> bool:
-    """Whether the repository's latest ranker version was exported from this checkpoint (by an
-    exporter that writes the parameters the orchestrator reads)."""
+def _target(choice: str) -> str:
+    """The export target: `auto` is the GPU path where PyTorch sees a CUDA device."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "pytorch" if torch.cuda.is_available() else "cpu"
+
+
+def _served_from(repository: Path, checkpoint: Path, target: str) -> bool:
+    """Whether the repository's latest ranker version was exported from this checkpoint for this
+    target (by an exporter that writes the parameters the orchestrator reads)."""
     import json
 
     from export.repository.manifest import sha256_file
@@ -130,10 +156,12 @@ def _served_from(repository: Path, checkpoint: Path) -> bool:
         return False
     provenance = repository / RANKER / str(versions[0]) / "provenance.json"
     try:
-        recorded = json.loads(provenance.read_text()).get("checkpoint_sha256")
+        recorded = json.loads(provenance.read_text())
     except (OSError, ValueError):
         return False
-    return recorded == sha256_file(weights)
+    return recorded.get("target") == target and recorded.get("checkpoint_sha256") == sha256_file(
+        weights
+    )
 
 
 def _viewers(stack, count: int) -> list[int]:  # type: ignore[no-untyped-def]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from phoenix.cli.demo import _served_from
+from phoenix.cli.demo import _served_from, _target
 from phoenix.cli.demo_report import WorldFacts, format_feed
 from phoenix.serving import MODEL_CONFIG_PARAMETER, RANKER
 
@@ -18,13 +20,16 @@ def _checkpoint(tmp_path: Path, weights: bytes) -> Path:
     return checkpoint
 
 
-def _version(repository: Path, version: int, sha: str, *, parameters: bool = True) -> None:
+def _version(
+    repository: Path, version: int, sha: str, *, parameters: bool = True, target: str = "cpu"
+) -> None:
     model = repository / RANKER
     (model / str(version)).mkdir(parents=True)
     (model / "config.pbtxt").write_text(
         f'parameters {{ key: "{MODEL_CONFIG_PARAMETER}" }}' if parameters else ""
     )
-    (model / str(version) / "provenance.json").write_text(f'{{"checkpoint_sha256": "{sha}"}}')
+    provenance = {"checkpoint_sha256": sha, "target": target}
+    (model / str(version) / "provenance.json").write_text(json.dumps(provenance))
 
 
 def test_an_export_is_reused_only_when_its_latest_version_came_from_the_checkpoint(
@@ -35,11 +40,32 @@ def test_an_export_is_reused_only_when_its_latest_version_came_from_the_checkpoi
     checkpoint = _checkpoint(tmp_path, b"weights")
     sha = hashlib.sha256(b"weights").hexdigest()
     repository = tmp_path / "repo"
-    assert not _served_from(repository, checkpoint)  # nothing exported yet
+    assert not _served_from(repository, checkpoint, "cpu")  # nothing exported yet
     _version(repository, 1, sha)
-    assert _served_from(repository, checkpoint)
+    assert _served_from(repository, checkpoint, "cpu")
     _version(repository, 2, "other")  # a later export from other weights is what Triton serves
-    assert not _served_from(repository, checkpoint)
+    assert not _served_from(repository, checkpoint, "cpu")
+
+
+def test_an_export_for_another_target_is_redone(tmp_path: Path) -> None:
+    """On a GPU host the demo serves the pytorch target; a cpu export there is not reused."""
+    import hashlib
+
+    checkpoint = _checkpoint(tmp_path, b"w")
+    repository = tmp_path / "repo"
+    _version(repository, 1, hashlib.sha256(b"w").hexdigest(), target="cpu")
+    assert _served_from(repository, checkpoint, "cpu")
+    assert not _served_from(repository, checkpoint, "pytorch")
+
+
+def test_auto_target_follows_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    assert _target("cpu") == "cpu" and _target("pytorch") == "pytorch"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _target("auto") == "pytorch"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _target("auto") == "cpu"
 
 
 def test_an_export_without_the_served_parameters_is_redone(tmp_path: Path) -> None:
@@ -48,7 +74,7 @@ def test_an_export_without_the_served_parameters_is_redone(tmp_path: Path) -> No
     checkpoint = _checkpoint(tmp_path, b"w")
     repository = tmp_path / "repo"
     _version(repository, 1, hashlib.sha256(b"w").hexdigest(), parameters=False)
-    assert not _served_from(repository, checkpoint)
+    assert not _served_from(repository, checkpoint, "cpu")
 
 
 def test_the_feed_table_marks_posts_on_the_viewers_favourite_topics() -> None:
