@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import onnxruntime as ort
-
 from loadtest.triton_bench.admin import ServedCounts
-from loadtest.triton_bench.clients import Client, GrpcClient, HttpClient, OrtClient
+from loadtest.triton_bench.clients import (
+    Client,
+    GrpcClient,
+    HttpClient,
+    InProcess,
+    InProcessClient,
+)
 from loadtest.triton_bench.results import CaseResult, average_batch, percentile_ms
 from loadtest.triton_bench.settings import (
     BATCHED,
@@ -33,7 +37,7 @@ def plan_cases(concurrency: Sequence[int]) -> list[Case]:
 
 def bench_case(
     case: Case,
-    session: ort.InferenceSession,
+    in_process: InProcess,
     endpoints: TritonEndpoints,
     stats: ServedCounts,
     pool: Sequence[Request],
@@ -44,7 +48,7 @@ def bench_case(
     open_client: Callable[[], Client]
     if path == IN_PROCESS:
         model = None
-        open_client = partial(OrtClient, session)
+        open_client = partial(InProcessClient, in_process)
     else:
         model = BATCHED if batching else UNBATCHED
         client_class = HttpClient if path == HTTP else GrpcClient

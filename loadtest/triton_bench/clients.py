@@ -1,13 +1,16 @@
-"""The requests every case sends and the three ways to send one: ONNX Runtime in-process, and
-Triton over HTTP and gRPC. Each client is used by one thread; all answer with action_probs."""
+"""The requests every case sends and the three ways to send one: in-process (an ONNX Runtime
+session or a PyTorch `TorchRunner`, as the served model runs), and Triton over HTTP and gRPC.
+Each client is used by one thread; all answer with action_probs."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import onnxruntime as ort
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -15,6 +18,11 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from loadtest.triton_bench.settings import GRPC, HTTP, OUTPUTS, REQUEST_TIMEOUT_S, Request
 from phoenix.config import ModelConfig
 from phoenix.errors import ServingError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from loadtest.triton_bench.repository import ServedRanker
 
 
 def make_request_pool(config: ModelConfig, candidates: int, size: int, seed: int) -> list[Request]:
@@ -39,14 +47,37 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
-class OrtClient:
-    """In-process: a thread's view of the shared session (ONNX Runtime's `run` is thread safe)."""
+class Runtime(Protocol):
+    """ONNX Runtime's session interface, which `TorchRunner` has too."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self._session = session
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list: ...
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """The in-process path's runtime, shared by every client thread. `lock`: set where `run` is
+    not thread safe (the pytorch target's runner: static bucket buffers and CUDA graphs), so
+    calls take turns, as in the served model's single instance; None for ONNX Runtime."""
+
+    runtime: Runtime
+    description: str  # e.g. "ONNX Runtime 1.22.0", "PyTorch 2.8.0 bf16 on cuda, CUDA graphs"
+    device: str  # where it computes: "cpu", "cuda", "cuda:1"
+    lock: threading.Lock | None = None
+
+
+class InProcessClient:
+    """In-process: a thread's view of the shared runtime, taking the runtime's lock if it has one
+    (ONNX Runtime's `run` is thread safe and runs lock-free)."""
+
+    def __init__(self, in_process: InProcess) -> None:
+        self._runtime = in_process.runtime
+        self._lock = in_process.lock
 
     def infer(self, request: Request) -> np.ndarray:
-        return self._session.run(list(OUTPUTS), request)[0]
+        if self._lock is None:
+            return self._runtime.run(list(OUTPUTS), request)[0]
+        with self._lock:
+            return self._runtime.run(list(OUTPUTS), request)[0]
 
     def close(self) -> None:
         pass
@@ -109,8 +140,47 @@ class GrpcClient:
         self._client.close()
 
 
+def open_in_process(served: ServedRanker, threads: int) -> InProcess:
+    """The runtime the served model runs, in this process: for the cpu target an ONNX Runtime
+    session on its model.onnx; for pytorch a `TorchRunner` on its checkpoint with the options its
+    config.pbtxt gives the served model (same device, precision and CUDA graphs), warmed up.
+    `threads`: intra-op threads on a CPU, as the served model reads PHOENIX_ORT_THREADS."""
+    if served.target == "cpu":
+        import onnxruntime as ort
+
+        if served.onnx_path is None:
+            raise ServingError(f"cpu target without a model.onnx in {served.version_dir}")
+        session = ort_session(served.onnx_path, threads)
+        return InProcess(session, f"ONNX Runtime {ort.__version__}", "cpu")
+    import torch
+
+    from export.checkpoint import load_checkpoint
+    from export.onnx.wrappers import RANKER
+    from export.torch_serving.runner import TorchRunner, TorchServingOptions
+
+    options = TorchServingOptions.from_parameters(served.parameters, threads=threads)
+    runner = TorchRunner(
+        RANKER,
+        load_checkpoint(served.version_dir),
+        max_batch=served.max_batch_size,
+        max_candidates=served.max_candidates or None,
+        options=options,
+    )
+    runner.warm_up()
+    if runner.captures:
+        shapes = "CUDA graphs"
+    elif runner.static_shapes:
+        shapes = "padded to buckets"
+    else:
+        shapes = "eager"
+    description = f"PyTorch {torch.__version__} {options.precision} on {runner.device}, {shapes}"
+    return InProcess(runner, description, str(runner.device), threading.Lock())
+
+
 def ort_session(onnx_path: Path, threads: int) -> ort.InferenceSession:
     """A CPU session configured like the Python-backend model's (intra-op `threads`, inter-op 1)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -58,21 +58,31 @@ def format_report(report: TritonBenchReport) -> str:
     """The settings above the table, the table, and what its columns mean below it."""
     s = report.settings
     budget = f"{s.requests} requests" if s.requests is not None else f"{s.min_time_s:g} s"
+    threads = ""
+    if report.device == "cpu":
+        threads = f", {s.ort_threads} intra-op thread{'' if s.ort_threads == 1 else 's'}"
     head = (
         f"ranker {report.config_name}: one viewer (batch 1) per request, full history "
         f"({report.history_len}), {s.candidates} candidates; {budget} per case after {s.warmup} "
         "warm-up requests per client\n"
-        f"Triton {report.triton_version} (Python backend), ONNX Runtime "
-        f"{report.onnxruntime_version}, {s.ort_threads} intra-op thread"
-        f"{'' if s.ort_threads == 1 else 's'} in the served model and in-process alike\n"
+        f"Triton {report.triton_version} (Python backend, {report.target} target), "
+        f"runtime {report.runtime}{threads} in the served model and in-process alike\n"
         f"dynamic batching on: max_batch_size {report.max_batch_size}, max_queue_delay "
         f"{report.max_queue_delay_us} µs; off: the same model without dynamic_batching\n"
-        f"agreement: HTTP and gRPC vs in-process max |Δp| {report.agreement_max_abs_diff:.1e}\n"
+        f"agreement: HTTP and gRPC vs in-process max |Δp| {report.agreement_max_abs_diff:.1e} "
+        f"(tolerance {report.agreement_tolerance:g}, {report.precision})\n"
     )
+    if report.target == "pytorch":
+        shared = (
+            "one TorchRunner, one call at a time (a lock: its bucket buffers and CUDA graphs are "
+            "static; the served model's one instance runs one batch at a time too)"
+        )
+    else:
+        shared = "one onnxruntime.InferenceSession"
     notes = (
-        "\nin-process ORT: all client threads share one onnxruntime.InferenceSession; no batcher.\n"
+        f"\nin-process: all client threads share {shared}; no batcher.\n"
         "Latency is what the client sees. avg batch: Triton's inference_count / execution_count "
-        "during the case. vs in-process: req/s over in-process ORT's at the same concurrency. "
+        "during the case. vs in-process: req/s over in-process's at the same concurrency. "
         "batching on/off: req/s with dynamic batching over without, same path and concurrency."
     )
     return head + "\n" + format_table(report.rows) + "\n" + notes

@@ -14,7 +14,7 @@ from loadtest.triton_bench.settings import IN_PROCESS, BenchSettings
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One (path, concurrency, batching) case. `batching` is None for in-process ORT."""
+    """One (path, concurrency, batching) case. `batching` is None for in-process."""
 
     path: str
     concurrency: int
@@ -25,7 +25,7 @@ class CaseResult:
     p50_ms: float
     p99_ms: float
     avg_batch: float | None  # Triton's inferences per model execution; None in-process
-    vs_in_process: float | None = None  # req/s over in-process ORT's at the same concurrency
+    vs_in_process: float | None = None  # req/s over in-process's at the same concurrency
     batching_gain: float | None = None  # on rows: req/s with batching over without
 
     @property
@@ -48,8 +48,12 @@ class TritonBenchReport:
     max_batch_size: int
     max_queue_delay_us: int
     triton_version: str
-    onnxruntime_version: str
+    target: str  # the export target served: "cpu" (ONNX Runtime) or "pytorch"
+    precision: str  # what the served model and the in-process runtime compute in
+    runtime: str  # both run it: "ONNX Runtime 1.22.0", "PyTorch 2.8.0 bf16 on cuda, CUDA graphs"
+    device: str  # where the runtime computes: "cpu", "cuda", ...
     agreement_max_abs_diff: float
+    agreement_tolerance: float
     rows: list[CaseResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def average_batch(before: tuple[int, int], after: tuple[int, int]) -> float | No
 
 
 def with_ratios(rows: Sequence[CaseResult]) -> list[CaseResult]:
-    """Each row with its req/s over in-process ORT's at the same concurrency, and each
+    """Each row with its req/s over in-process's at the same concurrency, and each
     batching-on row with its req/s over the batching-off row of the same path and concurrency."""
     base = {r.concurrency: r.req_per_s for r in rows if r.path == IN_PROCESS}
     off = {(r.path, r.concurrency): r.req_per_s for r in rows if r.batching is False}

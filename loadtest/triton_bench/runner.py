@@ -1,5 +1,6 @@
-"""The whole benchmark: stage the repository (exporting first if asked), start one server, check
-that the three paths agree, then time every case and read Triton's average batch for each."""
+"""The whole benchmark: stage the repository (exporting first if asked), open the in-process
+runtime, start one server, check that the three paths agree, then time every case and read
+Triton's average batch for each."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import tritonclient.http as triton_http
 from tqdm import tqdm
 
@@ -19,9 +19,10 @@ from loadtest.triton_bench.cases import bench_case, plan_cases
 from loadtest.triton_bench.clients import (
     GrpcClient,
     HttpClient,
-    OrtClient,
+    InProcess,
+    InProcessClient,
     make_request_pool,
-    ort_session,
+    open_in_process,
 )
 from loadtest.triton_bench.report import on_off
 from loadtest.triton_bench.repository import (
@@ -38,6 +39,7 @@ from loadtest.triton_bench.settings import (
     UNBATCHED,
     BenchSettings,
     Request,
+    agreement_tolerance,
 )
 from phoenix.config import ModelConfig
 from phoenix.errors import ConfigError, ServingError
@@ -53,20 +55,28 @@ def bench_triton(
     config: ModelConfig | None = None,
     progress: bool = True,
 ) -> TritonBenchReport:
-    """Stage the ranker of `repository` (or of a fresh export of `checkpoint`, or of a randomly
-    initialised `config` model) with and without batching, start one server, check that the three
-    paths agree, then run every case of `plan_cases`."""
+    """Stage the ranker of `repository` (or of a fresh `settings.target` export of `checkpoint`,
+    or of a randomly initialised `config` model) with and without batching, start one server,
+    check that the three paths agree, then run every case of `plan_cases`.
+
+    A repository is served as its own target and precision (whatever `settings` says); the
+    report's settings record what was served."""
     if sum(x is not None for x in (repository, checkpoint, config)) != 1:
         raise ConfigError("repository, checkpoint, config: give exactly one of them")
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-triton-") as tmp:
         work = Path(tmp)
         if repository is not None:
             exported = repository
-        elif checkpoint is not None:
-            exported = export_ranker(checkpoint, settings.candidates, work)
-        elif config is not None:
-            exported = export_ranker(config, settings.candidates, work)
+        else:
+            source = checkpoint if checkpoint is not None else config
+            assert source is not None
+            exported = export_ranker(
+                source, settings.candidates, work, settings.target, settings.precision
+            )
         served = stage_repository(exported, work / "bench", settings.max_queue_delay_us)
+        settings = settings.model_copy(
+            update={"target": served.target, "precision": served.precision}
+        )
         check_candidates(settings.candidates, served.max_candidates, "the exported model's")
         pool = make_request_pool(
             served.config, settings.candidates, settings.pool_size, settings.seed
@@ -77,7 +87,7 @@ def bench_triton(
 def _serve_and_bench(
     served: ServedRanker, pool: list[Request], settings: BenchSettings, progress: bool
 ) -> TritonBenchReport:
-    session = ort_session(served.onnx_path, settings.ort_threads)
+    in_process = open_in_process(served, settings.ort_threads)
     server = TritonServer(
         served.repository,
         http_port=0,
@@ -93,7 +103,8 @@ def _serve_and_bench(
         )
         try:
             wait_until_ready(admin, (BATCHED, UNBATCHED))
-            diff = check_agreement(session, endpoints.http, endpoints.grpc, pool[0])
+            tolerance = agreement_tolerance(served.precision)
+            diff = check_agreement(in_process, endpoints.http, endpoints.grpc, pool[0], tolerance)
             stats = ServedCounts(admin)
             for model in (BATCHED, UNBATCHED):
                 stats.sent(model, 2)  # the agreement check: one request over HTTP, one over gRPC
@@ -103,7 +114,7 @@ def _serve_and_bench(
             for case in bar:
                 path, concurrency, batching = case
                 bar.set_postfix_str(f"{path} c={concurrency} batching {on_off(batching)}")
-                rows.append(bench_case(case, session, endpoints, stats, pool, settings))
+                rows.append(bench_case(case, in_process, endpoints, stats, pool, settings))
             version = str(admin.get_server_metadata().get("version", "?"))
         finally:
             admin.close()
@@ -114,17 +125,26 @@ def _serve_and_bench(
         max_batch_size=served.max_batch_size,
         max_queue_delay_us=served.max_queue_delay_us,
         triton_version=version,
-        onnxruntime_version=ort.__version__,
+        target=served.target,
+        precision=served.precision,
+        runtime=in_process.description,
+        device=in_process.device,
         agreement_max_abs_diff=diff,
+        agreement_tolerance=tolerance,
         rows=with_ratios(rows),
     )
 
 
 def check_agreement(
-    session: ort.InferenceSession, http_url: str, grpc_url: str, request: Request
+    in_process: InProcess,
+    http_url: str,
+    grpc_url: str,
+    request: Request,
+    tolerance: float = AGREEMENT_TOLERANCE,
 ) -> float:
-    """Max |Δ action_probs| of HTTP and gRPC, both served models, against in-process ORT."""
-    want = OrtClient(session).infer(request)
+    """Max |Δ action_probs| of HTTP and gRPC, both served models, against in-process; refuses
+    (ServingError) a difference over `tolerance` (see `agreement_tolerance`)."""
+    want = InProcessClient(in_process).infer(request)
     worst = 0.0
     for make, url in ((HttpClient, http_url), (GrpcClient, grpc_url)):
         for model in (BATCHED, UNBATCHED):
@@ -134,10 +154,10 @@ def check_agreement(
             finally:
                 client.close()
             diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
-            if not diff <= AGREEMENT_TOLERANCE:  # also catches NaN
+            if not diff <= tolerance:  # also catches NaN
                 raise ServingError(
-                    f"{make.__name__} {model} disagrees with in-process ONNX Runtime: max |Δp| = "
-                    f"{diff:.3g} > {AGREEMENT_TOLERANCE:g}; refusing to time different results"
+                    f"{make.__name__} {model} disagrees with in-process {in_process.description}: "
+                    f"max |Δp| = {diff:.3g} > {tolerance:g}; refusing to time different results"
                 )
             worst = max(worst, diff)
     return worst

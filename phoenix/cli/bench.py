@@ -45,27 +45,42 @@ _TRITON_DESCRIPTION = """\
 Serve the Phoenix ranker with Triton and time it, in one run against one server, for one viewer
 (batch 1) with a FULL history and --candidates candidates per request:
 
-  path         in-process ORT (one onnxruntime.InferenceSession shared by the client threads),
-               Triton over HTTP, Triton over gRPC (tritonclient, one client per thread)
+  path         in-process (the served model's runtime in this process, shared by the client
+               threads), Triton over HTTP, Triton over gRPC (tritonclient, one client per thread)
   concurrency  client threads sending requests back to back (--concurrency)
   batching     Triton's dynamic batcher on (phoenix_ranker) and off (phoenix_ranker_nobatch, the
                same files without dynamic_batching); in-process has no batcher
 
-The model comes from --repository (an exported one; only its phoenix_ranker is used), from
---checkpoint, or is a randomly initialised --config model (default tiny): speed does not depend on
-the weights. Before timing, one request goes through every path and must give the same action
-probabilities (max |dp| <= 1e-4). The served model and the in-process session both run ONNX
-Runtime with --ort-threads intra-op threads.
+The model comes from --repository (a cpu or pytorch export; only its phoenix_ranker is used),
+from --checkpoint, or is a randomly initialised --config model (default tiny): speed does not
+depend on the weights. A checkpoint or config is exported for --target first:
+
+  cpu      the ONNX graph in Triton's Python backend over ONNX Runtime (fp32); in-process: one
+           onnxruntime.InferenceSession on the same model.onnx
+  pytorch  the PyTorch module in the Python backend, in --precision (default bf16), on the first
+           GPU with a CUDA graph per (batch, candidates) bucket, or eagerly on the CPU; in-process:
+           a TorchRunner on the same checkpoint with the served config.pbtxt's options (same
+           device, precision and CUDA graphs), one call at a time
+
+Before timing, one request goes through every path and must give the same action probabilities
+(max |dp| <= 1e-4 in fp32; in bf16 and fp16 the export's parity bound). On a CPU the runtime uses
+--ort-threads intra-op threads, in the served model and in-process alike. The GPU run:
+
+  phoenix bench triton --target pytorch --config nano --candidates 1000 --concurrency 1 16
 
 Reported per case: requests and candidates per second, p50 and p99 latency as the client sees
 it, Triton's average batch (inferences per execution), req/s relative to in-process at the same
-concurrency, and batching on/off. The output is the machine description followed by the table.
+concurrency, and batching on/off. The output is the machine description, the runtime, then the
+table.
 """
 
 #: Timed requests per case unless --requests or --min-time says otherwise.
 _TRITON_REQUESTS = 500
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: Export targets `phoenix bench triton` serves (loadtest.triton_bench.TARGETS, without importing
+#: it here: `phoenix --help` stays fast).
+_TRITON_TARGETS = ("cpu", "pytorch")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -250,8 +265,23 @@ def _add_triton(benchmarks: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="an exported model repository (cpu target) to serve instead of exporting; "
-        "it is not modified",
+        help="an exported model repository (cpu or pytorch target) to serve instead of "
+        "exporting, in its own target and precision; it is not modified",
+    )
+    p.add_argument(
+        "--target",
+        choices=_TRITON_TARGETS,
+        default=None,
+        help="export target for --config/--checkpoint: cpu (ONNX Runtime, fp32) or pytorch "
+        "(PyTorch, CUDA graphs on a GPU) (default: cpu; with --repository, the repository's, "
+        "and refused if it differs)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        default=None,
+        help="compute precision of the export: fp32, fp16 or bf16 for pytorch (default: bf16); "
+        "the cpu target is fp32 only; not with --repository, whose models run as exported",
     )
     p.add_argument(
         "--candidates",
@@ -295,8 +325,9 @@ def _add_triton(benchmarks: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="ONNX Runtime intra-op threads, in the served model (PHOENIX_ORT_THREADS) and "
-        "in-process alike (default: the usable CPUs)",
+        help="intra-op threads of the runtime on a CPU (ONNX Runtime, or PyTorch's "
+        "torch.set_num_threads), in the served model (PHOENIX_ORT_THREADS) and in-process alike "
+        "(default: the usable CPUs)",
     )
     p.add_argument(
         "--max-queue-delay-us",
@@ -322,6 +353,22 @@ def _check_triton_args(args: argparse.Namespace) -> None:
     for option, path in (("--checkpoint", args.checkpoint), ("--repository", args.repository)):
         if path is not None and not path.is_dir():
             raise ConfigError(f"{option}: no directory at {path}")
+    if args.repository is None:
+        return
+    if args.precision is not None:
+        raise ConfigError(
+            "--precision: applies when the benchmark exports (--config, --checkpoint); the models "
+            "of --repository run in the precision they were exported with"
+        )
+    if args.target is not None:
+        from loadtest.triton_bench import repository_target
+
+        found = repository_target(args.repository)
+        if found != args.target:
+            raise ConfigError(
+                f"--target: {args.repository} holds a {found} export, not {args.target}; "
+                "leave --target out to serve it as it is"
+            )
 
 
 def run_triton(args: argparse.Namespace) -> int:
@@ -351,6 +398,8 @@ def run_triton(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             ort_threads=usable_cpus() if args.ort_threads is None else args.ort_threads,
             max_queue_delay_us=args.max_queue_delay_us,
+            target=args.target or "cpu",
+            precision=args.precision,
         )
     except ValidationError as exc:
         raise ConfigError(option_errors(exc, {"min_time_s": "--min-time"})) from exc
@@ -362,7 +411,7 @@ def run_triton(args: argparse.Namespace) -> int:
         config=get_config(args.config or "tiny") if use_config else None,
         progress=not args.no_progress,
     )
-    machine = describe_machine(torch.device("cpu"), settings.ort_threads)
+    machine = describe_machine(torch.device(report.device), settings.ort_threads)
     print(format_machine(machine))
     print(format_report(report))
     if args.json is not None:

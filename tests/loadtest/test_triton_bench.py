@@ -1,9 +1,12 @@
 """`loadtest.triton_bench` and `phoenix bench triton`: the statistics on known values, the case
-runner on a fake client, the staged repository, bad options, and one tiny run on a real server."""
+runner on a fake client, the staged repository (cpu and pytorch targets), the in-process runtime
+and the agreement check, bad options, and tiny runs on a real server (cpu through the command,
+pytorch in fp32 on the CPU through `bench_triton`)."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -12,8 +15,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from export.onnx.wrappers import RANKER, model_io
+from export.checkpoint import Checkpoint, save_checkpoint
+from export.onnx.wrappers import RANKER, model_io, wrap
+from export.parity import TOLERANCE_PER_UNIT
 from export.repository.model_config import Target, build_model_config, parse_pbtxt, to_pbtxt
+from export.torch_serving.runner import TorchRunner, TorchServingOptions
 from loadtest.triton_bench import (
     BATCHED,
     GRPC,
@@ -22,17 +28,30 @@ from loadtest.triton_bench import (
     UNBATCHED,
     BenchSettings,
     CaseResult,
+    agreement_tolerance,
     average_batch,
+    bench_triton,
+    format_report,
     format_table,
     percentile_ms,
     plan_cases,
     run_case,
     stage_repository,
+    to_json,
     with_ratios,
 )
+from loadtest.triton_bench import clients as clients_module
+from loadtest.triton_bench import runner as runner_module
+from loadtest.triton_bench.clients import (
+    InProcess,
+    InProcessClient,
+    make_request_pool,
+    open_in_process,
+)
+from loadtest.triton_bench.results import TritonBenchReport
 from phoenix.cli import main
 from phoenix.config import get_config
-from phoenix.errors import ConfigError
+from phoenix.errors import ConfigError, ServingError
 
 SMALL = get_config("tiny").with_overrides(history_len=16)
 ROW_CELLS = 11  # columns of the table
@@ -107,7 +126,7 @@ def test_table_has_one_line_per_row_and_dashes_for_missing_values() -> None:
     lines = format_table(rows).splitlines()
     assert len(lines) == 4
     assert all(line.count(" | ") == ROW_CELLS - 1 for line in lines)
-    assert _cells(lines[2])[:3] == ["in-process ORT", "1", "n/a"]
+    assert _cells(lines[2])[:3] == ["in-process", "1", "n/a"]
     assert _cells(lines[2])[8] == "—" and _cells(lines[3])[8] == "1.00"
 
 
@@ -124,12 +143,40 @@ def test_table_has_one_line_per_row_and_dashes_for_missing_values() -> None:
         ({"ort_threads": 0}, "ort_threads"),
         ({"max_queue_delay_us": -1}, "max_queue_delay_us"),
         ({"pool_size": 0}, "pool_size"),
+        ({"target": "tensorrt"}, "target"),
+        ({"target": "pytorch", "precision": "int8"}, "precision"),
+        ({"precision": "bf16"}, "precision"),  # the cpu target serves the fp32 graph only
+        ({"target": "cpu", "precision": "fp16"}, "precision"),
     ],
 )
 def test_settings_refuse_bad_values_by_name(kwargs: dict, field: str) -> None:
     with pytest.raises(ValidationError) as exc:
         BenchSettings(**kwargs)
     assert [e["loc"] for e in exc.value.errors()] == [(field,)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "precision"),
+    [
+        ({}, "fp32"),
+        ({"precision": "fp32"}, "fp32"),
+        ({"target": "pytorch"}, "bf16"),  # the pytorch export's default
+        ({"target": "pytorch", "precision": "fp16"}, "fp16"),
+        ({"target": "pytorch", "precision": "fp32"}, "fp32"),
+    ],
+)
+def test_settings_resolve_the_precision_of_each_target(kwargs: dict, precision: str) -> None:
+    settings = BenchSettings(**kwargs)
+    assert settings.target == kwargs.get("target", "cpu")
+    assert settings.resolved_precision == precision
+
+
+def test_agreement_tolerance_is_1e_4_in_fp32_and_the_parity_bound_in_reduced_precision() -> None:
+    assert agreement_tolerance("fp32") == 1e-4
+    assert agreement_tolerance("bf16") == TOLERANCE_PER_UNIT["bf16"]
+    assert agreement_tolerance("fp16") == TOLERANCE_PER_UNIT["fp16"]
+    with pytest.raises(ValueError, match="int8"):
+        agreement_tolerance("int8")
 
 
 @pytest.mark.parametrize("kwargs", [{"requests": None}, {"requests": 5, "min_time_s": 1.0}])
@@ -234,20 +281,45 @@ def test_run_case_stops_every_thread_when_on_ready_fails() -> None:
 # The staged repository ------------------------------------------------------------------------
 
 
-def _fake_export(root: Path, *, delay_us: int = 2000, max_candidates: int = 64) -> Path:
-    """A repository laid out like `phoenix export --target cpu` writes it (the files' contents
-    do not matter for staging) at version 2."""
+def _fake_export(
+    root: Path,
+    *,
+    delay_us: int = 2000,
+    max_candidates: int = 64,
+    target: str = "cpu",
+    parameters: dict[str, str] | None = None,
+    provenance_target: str | None = "same",
+) -> Path:
+    """A repository laid out like `phoenix export --target cpu|pytorch` writes it (the files'
+    contents do not matter for staging) at version 2. `provenance_target`: "same" records
+    `target` in provenance.json, None leaves the key out (as older exports did)."""
     inputs, outputs = model_io(RANKER, SMALL)
     config = build_model_config(
-        RANKER, Target.CPU, inputs, outputs, max_batch_size=8, max_queue_delay_us=delay_us
+        RANKER,
+        Target(target),
+        inputs,
+        outputs,
+        max_batch_size=8,
+        max_queue_delay_us=delay_us,
+        parameters=parameters,
     )
     version = root / RANKER / "2"
     version.mkdir(parents=True)
     (root / RANKER / "config.pbtxt").write_text(to_pbtxt(config))
-    (version / "model.onnx").write_bytes(b"graph")
+    if target == "cpu":
+        (version / "model.onnx").write_bytes(b"graph")
+    else:
+        (version / "config.json").write_text("{}")
+        (version / "model.safetensors").write_bytes(b"weights")
     (version / "model.py").write_text("# model\n")
-    (version / "io.json").write_text(json.dumps({"max_candidates": max_candidates}))
-    (version / "provenance.json").write_text(json.dumps({"model_config": SMALL.model_dump()}))
+    io: dict = {"max_candidates": max_candidates}
+    if target == "pytorch":
+        io["model"] = RANKER  # the network, whatever name it is served under
+    (version / "io.json").write_text(json.dumps(io))
+    provenance: dict = {"model_config": SMALL.model_dump()}
+    if provenance_target is not None:
+        provenance["target"] = target if provenance_target == "same" else provenance_target
+    (version / "provenance.json").write_text(json.dumps(provenance))
     return root
 
 
@@ -269,6 +341,8 @@ def test_stage_repository_serves_the_ranker_with_and_without_batching(tmp_path: 
     for name in (BATCHED, UNBATCHED):
         assert (served.repository / name / "1" / "model.onnx").read_bytes() == b"graph"
     assert served.onnx_path == served.repository / BATCHED / "1" / "model.onnx"
+    assert served.version_dir == served.repository / BATCHED / "1"
+    assert (served.target, served.precision) == ("cpu", "fp32")
     assert served.config == SMALL
     assert (served.max_candidates, served.max_batch_size, served.max_queue_delay_us) == (
         64,
@@ -296,6 +370,259 @@ def test_stage_repository_refuses_a_repository_without_a_cpu_ranker(tmp_path: Pa
         stage_repository(source, tmp_path / "bench2")
 
 
+TORCH_PARAMETERS = TorchServingOptions(precision="fp16", cuda_graphs=True).to_parameters()
+
+
+@pytest.mark.parametrize("provenance_target", ["same", None])  # from provenance, from the files
+def test_stage_repository_serves_a_pytorch_export(
+    tmp_path: Path, provenance_target: str | None
+) -> None:
+    source = _fake_export(
+        tmp_path / "source",
+        target="pytorch",
+        parameters=TORCH_PARAMETERS,
+        provenance_target=provenance_target,
+    )
+    before = _tree(source)
+    served = stage_repository(source, tmp_path / "bench", 700)
+    assert _tree(source) == before
+    version = source / RANKER / "2"
+    for name in (BATCHED, UNBATCHED):
+        staged = served.repository / name / "1"
+        assert sorted(p.name for p in staged.iterdir()) == sorted(p.name for p in version.iterdir())
+        assert (staged / "model.safetensors").read_bytes() == b"weights"
+        assert (staged / "config.json").read_text() == "{}"
+        config = parse_pbtxt((served.repository / name / "config.pbtxt").read_text())
+        assert config.backend == "python" and config.name == name
+        assert config.HasField("dynamic_batching") == (name == BATCHED)
+        assert config.parameters["precision"].string_value == "fp16"
+        assert (staged / "model.py").read_text() == "# model\n"  # both run the exported one
+    assert (served.target, served.precision) == ("pytorch", "fp16")
+    assert served.version_dir == served.repository / BATCHED / "1"
+    assert served.onnx_path is None
+    assert served.parameters["precision"] == "fp16"
+    assert served.parameters["cuda_graphs"] == "true"
+    assert TorchServingOptions.from_parameters(served.parameters).cuda_graphs is True
+    assert (served.max_candidates, served.max_batch_size, served.max_queue_delay_us) == (
+        64,
+        8,
+        700,
+    )
+
+
+def test_stage_repository_refuses_other_targets_and_incomplete_pytorch_exports(
+    tmp_path: Path,
+) -> None:
+    source = _fake_export(tmp_path / "trt", provenance_target="tensorrt")
+    with pytest.raises(ConfigError, match=r"^--repository: .* holds the tensorrt target; .*cpu"):
+        stage_repository(source, tmp_path / "bench")
+    source = _fake_export(tmp_path / "torch", target="pytorch", parameters=TORCH_PARAMETERS)
+    (source / RANKER / "2" / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"^--repository: .* has no model\.safetensors"):
+        stage_repository(source, tmp_path / "bench2")
+    source = _fake_export(tmp_path / "bare", provenance_target=None)
+    (source / RANKER / "2" / "model.onnx").unlink()
+    with pytest.raises(ConfigError, match=r"^--repository: .* holds no model file"):
+        stage_repository(source, tmp_path / "bench3")
+    # Exported before io.json named the network: its model.py cannot serve the unbatched twin.
+    source = _fake_export(tmp_path / "old", target="pytorch", parameters=TORCH_PARAMETERS)
+    (source / RANKER / "2" / "io.json").write_text(json.dumps({"max_candidates": 64}))
+    with pytest.raises(ConfigError, match=r"^--repository: .*io\.json does not name the network"):
+        stage_repository(source, tmp_path / "bench4")
+    assert not (tmp_path / "bench4").exists()  # refused before staging anything
+
+
+# The in-process runtime and the agreement check -----------------------------------------------
+
+
+class ConcurrencyProbe:
+    """A runtime that records how many calls were inside `run` at once."""
+
+    def __init__(self, delay_s: float = 0.005) -> None:
+        self.delay_s = delay_s
+        self.inside = 0
+        self.most = 0
+        self.calls = 0
+        self._count = threading.Lock()
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._count:
+            self.inside += 1
+            self.calls += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(self.delay_s)
+        with self._count:
+            self.inside -= 1
+        assert output_names[0] == "action_probs"
+        return [feeds["x"], feeds["x"]]
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_in_process_clients_share_the_runtime_taking_its_lock_if_it_has_one(locked: bool) -> None:
+    probe = ConcurrencyProbe()
+    in_process = InProcess(probe, "probe", "cpu", threading.Lock() if locked else None)
+    settings = BenchSettings(requests=24, warmup=1, ort_threads=1)
+    timing = run_case(lambda: InProcessClient(in_process), POOL, 4, settings)
+    assert len(timing.latencies_s) == 24 and probe.calls == 24 + 4
+    if locked:
+        assert probe.most == 1
+    else:
+        assert probe.most > 1  # ONNX Runtime's run is thread safe: no lock around it
+    assert InProcessClient(in_process).infer(POOL[3]) is POOL[3]["x"]
+
+
+def _pytorch_version(tmp_path: Path, parameters: dict[str, str]) -> tuple[Checkpoint, Path]:
+    """A staged pytorch export of a real (random) SMALL checkpoint."""
+    checkpoint = Checkpoint.initialise(SMALL, seed=3)
+    saved = save_checkpoint(checkpoint, tmp_path / "checkpoint")
+    source = _fake_export(tmp_path / "source", target="pytorch", parameters=parameters)
+    for name in ("config.json", "model.safetensors"):
+        (source / RANKER / "2" / name).write_bytes((saved / name).read_bytes())
+    return checkpoint, source
+
+
+def test_in_process_pytorch_runs_a_locked_torch_runner_with_the_served_options(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    parameters = TorchServingOptions(precision="fp32", device="cpu", cuda_graphs=True)
+    checkpoint, source = _pytorch_version(tmp_path, parameters.to_parameters())
+    served = stage_repository(source, tmp_path / "bench")
+    threads = torch.get_num_threads()  # what the runner sets: leave this process as it was
+    in_process = open_in_process(served, threads)
+    runner = in_process.runtime
+    assert isinstance(runner, TorchRunner) and runner.kind == RANKER
+    assert in_process.lock is not None and in_process.device == "cpu"
+    assert runner.options == TorchServingOptions.from_parameters(served.parameters, threads=threads)
+    assert runner.static_shapes and not runner.captures  # cuda_graphs on a CPU: padded buckets
+    assert len(runner._slots) == len(runner.buckets.shapes())  # warmed up before timing
+    assert in_process.description == f"PyTorch {torch.__version__} fp32 on cpu, padded to buckets"
+
+    request = make_request_pool(SMALL, 16, 1, seed=0)[0]
+    got = InProcessClient(in_process).infer(request)
+    inputs, _ = model_io(RANKER, SMALL)
+    with torch.no_grad():
+        want = wrap(RANKER, checkpoint).eval()(*(torch.from_numpy(request[s.name]) for s in inputs))
+    assert got.shape == (1, 16, SMALL.num_actions)
+    np.testing.assert_allclose(got, want[0].numpy(), atol=1e-5)
+
+
+def test_in_process_cpu_is_an_ort_session_without_a_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    opened: list[tuple[Path, int]] = []
+    monkeypatch.setattr(
+        clients_module, "ort_session", lambda path, threads: opened.append((path, threads))
+    )
+    served = stage_repository(_fake_export(tmp_path / "source"), tmp_path / "bench")
+    in_process = open_in_process(served, 3)
+    assert opened == [(served.onnx_path, 3)]
+    assert in_process.lock is None and in_process.device == "cpu"
+    assert in_process.description == f"ONNX Runtime {ort.__version__}"
+
+
+class FixedClient:
+    """Stands in for HttpClient and GrpcClient: answers every request with `answer`."""
+
+    answer = np.zeros((1, 4, 2), dtype=np.float32)
+
+    def __init__(self, url: str, model: str) -> None:
+        pass
+
+    def infer(self, request: dict[str, np.ndarray]) -> np.ndarray:
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_agreement_check_refuses_differences_over_the_precisions_tolerance(
+    monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    monkeypatch.setattr(runner_module, "HttpClient", FixedClient)
+    monkeypatch.setattr(runner_module, "GrpcClient", FixedClient)
+    want = FixedClient.answer + 0.01  # within bf16's bound, far over fp32's
+    in_process = InProcess(ConcurrencyProbe(0.0), "the probe", "cpu")
+    check = runner_module.check_agreement
+    tolerance = agreement_tolerance(precision)
+    if precision == "fp32":
+        refused = r"in-process the probe: max \|Δp\| = 0\.01 > 0\.0001"
+        with pytest.raises(ServingError, match=refused):
+            check(in_process, "http", "grpc", {"x": want}, tolerance)
+    else:
+        assert check(in_process, "http", "grpc", {"x": want}, tolerance) == pytest.approx(0.01)
+    nan = np.full_like(want, np.nan)
+    with pytest.raises(ServingError, match="nan"):
+        check(in_process, "http", "grpc", {"x": nan}, tolerance)
+
+
+# The report -----------------------------------------------------------------------------------
+
+
+def _report(**kwargs: object) -> TritonBenchReport:
+    values: dict = {
+        "config_name": "tiny",
+        "history_len": 16,
+        "settings": BenchSettings(ort_threads=1),
+        "max_batch_size": 8,
+        "max_queue_delay_us": 2000,
+        "triton_version": "2.59.0",
+        "target": "cpu",
+        "precision": "fp32",
+        "runtime": "ONNX Runtime 1.32.0",
+        "device": "cpu",
+        "agreement_max_abs_diff": 3e-7,
+        "agreement_tolerance": 1e-4,
+        "rows": with_ratios([_row(IN_PROCESS, 1, None, 100), _row(HTTP, 1, True, 50)]),
+    }
+    return TritonBenchReport(**{**values, **kwargs})
+
+
+def test_report_header_names_the_runtime_and_its_threads_on_a_cpu() -> None:
+    text = format_report(_report())
+    assert (
+        "Triton 2.59.0 (Python backend, cpu target), runtime ONNX Runtime 1.32.0, 1 intra-op "
+        "thread in the served model and in-process alike\n"
+    ) in text
+    assert "max |Δp| 3.0e-07 (tolerance 0.0001, fp32)" in text
+    assert "share one onnxruntime.InferenceSession" in text
+    data = json.loads(to_json(_report()))["report"]
+    assert (data["target"], data["precision"], data["runtime"]) == (
+        "cpu",
+        "fp32",
+        "ONNX Runtime 1.32.0",
+    )
+    assert "onnxruntime_version" not in data
+
+
+def test_report_header_of_the_pytorch_target_on_a_gpu() -> None:
+    runtime = "PyTorch 2.13.0 bf16 on cuda, CUDA graphs"
+    report = _report(
+        settings=BenchSettings(ort_threads=16, target="pytorch", precision="bf16"),
+        target="pytorch",
+        precision="bf16",
+        runtime=runtime,
+        device="cuda",
+        agreement_max_abs_diff=0.004,
+        agreement_tolerance=TOLERANCE_PER_UNIT["bf16"],
+    )
+    text = format_report(report)
+    assert (
+        f"Triton 2.59.0 (Python backend, pytorch target), runtime {runtime} in the served "
+        "model and in-process alike\n"
+    ) in text
+    assert "intra-op" not in text  # CPU threads do not apply on the GPU
+    assert "max |Δp| 4.0e-03 (tolerance 0.08, bf16)" in text
+    assert "share one TorchRunner, one call at a time" in text
+    data = json.loads(to_json(report))["report"]
+    assert data["settings"]["target"] == "pytorch" and data["device"] == "cuda"
+    assert data["agreement_tolerance"] == TOLERANCE_PER_UNIT["bf16"]
+
+
 # The command ----------------------------------------------------------------------------------
 
 
@@ -314,6 +641,8 @@ def test_stage_repository_refuses_a_repository_without_a_cpu_ranker(tmp_path: Pa
         (["--config", "no-such-preset"], "--config"),
         (["--checkpoint", "/no/such/checkpoint"], "--checkpoint"),
         (["--repository", "/no/such/repository"], "--repository"),
+        (["--precision", "bf16"], "--precision"),  # the cpu target is fp32 only
+        (["--target", "cpu", "--precision", "fp16"], "--precision"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(
@@ -339,6 +668,34 @@ def test_exclusive_options_are_refused_by_the_parser(
         main(["bench", "triton", *extra])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("target", "precision"), [("tensorrt", None), (None, "int8")])
+def test_unknown_targets_and_precisions_are_refused_by_the_parser(
+    target: str | None, precision: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--target", target] if target else ["--target", "pytorch", "--precision", precision]
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "triton", *extra])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "fp32"], "--precision: applies when the benchmark exports"),
+        (["--target", "pytorch"], "--target: .* holds a cpu export, not pytorch"),
+    ],
+)
+def test_a_repository_is_served_as_exported(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _fake_export(tmp_path / "source")
+    assert main(["bench", "triton", "--no-progress", "--repository", str(source), *extra]) == 2
+    captured = capsys.readouterr()
+    assert re.match(f"phoenix bench: error: {message}", captured.err)
+    assert captured.out == ""
 
 
 def _cells(line: str) -> list[str]:
@@ -367,8 +724,11 @@ def test_tiny_run_prints_every_case_and_plausible_numbers(
     ]
     assert [tuple(r[:3]) for r in rows] == expected
 
+    assert "(Python backend, cpu target), runtime ONNX Runtime " in out
     report = json.loads(json_path.read_text())["report"]
     assert report["history_len"] == 16 and report["agreement_max_abs_diff"] <= 1e-4
+    assert (report["target"], report["precision"], report["device"]) == ("cpu", "fp32", "cpu")
+    assert report["runtime"].startswith("ONNX Runtime ")
     for row in report["rows"]:
         assert row["requests"] == 12
         assert row["req_per_s"] > 0 and row["cand_per_s"] == pytest.approx(16 * row["req_per_s"])
@@ -380,3 +740,33 @@ def test_tiny_run_prints_every_case_and_plausible_numbers(
             assert row["avg_batch"] >= 1 and row["batching_gain"] > 0
         else:
             assert row["avg_batch"] == 1 and row["batching_gain"] is None
+
+
+@pytest.mark.triton
+def test_tiny_pytorch_run_in_fp32_on_the_cpu(tmp_path: Path) -> None:
+    """The pytorch target end to end: exported, served twice (the unbatched twin too, whose
+    model.py builds the network io.json names), run in-process by a TorchRunner, every case
+    timed."""
+    settings = BenchSettings(
+        target="pytorch",
+        precision="fp32",
+        candidates=16,
+        concurrency=(1,),
+        requests=6,
+        warmup=1,
+        ort_threads=1,
+        pool_size=4,
+    )
+    report = bench_triton(settings, config=SMALL, progress=False)
+
+    assert (report.target, report.precision, report.device) == ("pytorch", "fp32", "cpu")
+    assert report.runtime.startswith("PyTorch ") and " fp32 on cpu, eager" in report.runtime
+    assert report.settings.target == "pytorch" and report.settings.precision == "fp32"
+    assert report.agreement_tolerance == 1e-4
+    assert 0 <= report.agreement_max_abs_diff <= 1e-4
+    assert [(r.path, r.concurrency, r.batching) for r in report.rows] == plan_cases([1])
+    for row in report.rows:
+        assert row.requests == 6 and row.req_per_s > 0
+        assert 0 < row.p50_ms <= row.p99_ms
+        if row.batching is not None:
+            assert row.avg_batch == 1  # one client thread: nothing to batch together
