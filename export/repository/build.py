@@ -112,11 +112,15 @@ def export_repository(
     repository.mkdir(parents=True, exist_ok=True)
     published = []
     with tempfile.TemporaryDirectory(prefix="phoenix-export-") as work:
+        # Every model is built and checked before any is published: a model that fails its check
+        # leaves the repository as it was, not with a new ranker beside old towers.
+        built = {}
         # disable=None: a bar on a terminal; in logs and CI the per-model log lines suffice.
         for name in tqdm(MODEL_NAMES, desc="export", unit="model", disable=None):
             staging = Path(work) / name
             staging.mkdir()
-            files = _target_files(name, checkpoint, checkpoint_dir, staging, settings)
+            built[name] = _target_files(name, checkpoint, checkpoint_dir, staging, settings)
+        for name, files in built.items():
             version = _publish(name, checkpoint_dir, repository, settings, files, config)
             log.info(
                 "%s: version %d (%s vs PyTorch max |diff| %s)",

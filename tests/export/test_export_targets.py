@@ -28,7 +28,7 @@ from export.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from export.onnx.wrappers import MODEL_NAMES, RANKER, model_io, wrap
+from export.onnx.wrappers import CANDIDATE_TOWER, MODEL_NAMES, RANKER, model_io, wrap
 from export.parity import TOLERANCE_PER_UNIT
 from export.repository import build
 from export.repository.build import (
@@ -294,6 +294,28 @@ def test_pytorch_parity_failure_publishes_nothing(
     assert "by 0.5" in message
     assert list(repository.iterdir()) == []
     assert leftovers(tmp_path) == []
+
+
+class PerturbedCandidateTower(TorchRunner):
+    """The serving runner, off by 0.5 for the candidate tower only (the last model exported)."""
+
+    def __call__(self, feeds: Any) -> list[np.ndarray]:
+        outputs = super().__call__(feeds)
+        return [out + 0.5 for out in outputs] if self.kind == CANDIDATE_TOWER else outputs
+
+
+def test_a_later_model_failing_its_check_publishes_none_of_them(
+    checkpoint_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranker and user tower pass, the candidate tower fails: no model gets a new version."""
+    settings = ExportSettings(target="pytorch", precision="fp32", max_candidates=MAX_CANDIDATES)
+    repository = tmp_path / "models"
+    export_repository(checkpoint_dir, repository, settings)  # version 1 of each, all good
+    monkeypatch.setattr(build, "TorchRunner", PerturbedCandidateTower)
+    with pytest.raises(ExportError, match=f"^{CANDIDATE_TOWER}: "):
+        export_repository(checkpoint_dir, repository, settings)
+    for name in MODEL_NAMES:
+        assert sorted(p.name for p in (repository / name).iterdir()) == ["1", "config.pbtxt"]
 
 
 def test_pytorch_parity_is_skipped_with_no_verify(
