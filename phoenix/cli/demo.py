@@ -95,8 +95,7 @@ def _run(args: argparse.Namespace) -> int:
             str(checkpoint),
             "--out",
             str(args.repository),
-            "--target",
-            target,
+            *_target_options(target),
         ],
     )
     world = load_world(world_dir)
@@ -134,6 +133,16 @@ def _target(choice: str) -> str:
     import torch
 
     return "pytorch" if torch.cuda.is_available() else "cpu"
+
+
+def _target_options(target: str) -> list[str]:
+    """`phoenix export` options for the target; the pytorch target runs fp32 without a GPU."""
+    options = ["--target", target]
+    if target == "pytorch":
+        import torch
+
+        options += ["--precision", "bf16" if torch.cuda.is_available() else "fp32"]
+    return options
 
 
 def _served_from(repository: Path, checkpoint: Path, target: str) -> bool:

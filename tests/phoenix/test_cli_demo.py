@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phoenix.cli.demo import _served_from, _target
+from phoenix.cli.demo import _served_from, _target, _target_options
 from phoenix.cli.demo_report import WorldFacts, format_feed
 from phoenix.serving import MODEL_CONFIG_PARAMETER, RANKER
 
@@ -64,8 +64,12 @@ def test_auto_target_follows_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _target("cpu") == "cpu" and _target("pytorch") == "pytorch"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _target("auto") == "pytorch"
+    assert _target_options("pytorch") == ["--target", "pytorch", "--precision", "bf16"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _target("auto") == "cpu"
+    # bf16 is for the GPU: the pytorch target on a CPU computes in fp32.
+    assert _target_options("pytorch") == ["--target", "pytorch", "--precision", "fp32"]
+    assert _target_options("cpu") == ["--target", "cpu"]
 
 
 def test_an_export_without_the_served_parameters_is_redone(tmp_path: Path) -> None:
