@@ -205,7 +205,7 @@ def _tensorrt_files(
     name: str, checkpoint: Checkpoint, onnx_path: Path, settings: ExportSettings
 ) -> _TargetFiles:
     """Build the engine, then check it against PyTorch on the GPU that built it."""
-    inputs, _ = model_io(name, checkpoint.config)
+    inputs, outputs = model_io(name, checkpoint.config)
     plan = onnx_path.with_name("model.plan")
     limits = ProfileLimits(
         max_batch=_max_batch(name, settings),
@@ -224,7 +224,7 @@ def _tensorrt_files(
     runtime = f"TensorRT {precision}"
     diff = None
     if settings.verify:
-        engine = EngineRunner(plan, [spec.name for spec in model_io(name, checkpoint.config)[1]])
+        engine = EngineRunner(plan, [spec.name for spec in outputs])
         # fp32 engines run their matmuls in TF32 unless told otherwise.
         per_unit = TOLERANCE_PER_UNIT["tf32" if precision == "fp32" else precision]
         diff = check_parity(

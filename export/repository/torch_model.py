@@ -18,9 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from export.checkpoint import load_checkpoint
 from export.repository.python_model import TritonPythonModel as OnnxRuntimeModel
-from export.torch_serving.runner import TorchRunner, TorchServingOptions
+from export.torch_serving.runner import TorchRunner
 from phoenix.serving import ORT_THREADS_ENV
 
 
@@ -33,14 +32,11 @@ class TritonPythonModel(OnnxRuntimeModel):
             key: value.get("string_value", "")
             for key, value in config.get("parameters", {}).items()
         }
-        threads = int(os.environ.get(ORT_THREADS_ENV) or 0)
-        options = TorchServingOptions.from_parameters(parameters, threads=threads)
-        runner = TorchRunner(
+        return TorchRunner.from_version_dir(
             self.io.get("model", args["model_name"]),  # the network, whatever it is served as
-            load_checkpoint(version_dir),
+            version_dir,
+            parameters,
             max_batch=int(config["max_batch_size"]),
             max_candidates=self.max_candidates,
-            options=options,
+            threads=int(os.environ.get(ORT_THREADS_ENV) or 0),
         )
-        runner.warm_up()
-        return runner

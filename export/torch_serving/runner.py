@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import Tensor, nn
 
-from export.checkpoint import Checkpoint
+from export.checkpoint import Checkpoint, load_checkpoint
 from export.models.precision import cast_for_inference
 from export.onnx.wrappers import RANKER, TensorSpec, model_io, wrap
 from export.torch_serving.buckets import (
@@ -166,6 +167,31 @@ class TorchRunner:
         self.buckets = options.buckets(max_batch, max_candidates if kind == RANKER else None)
         self._slots: dict[tuple[int, int], _Slot] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.captures else None
+
+    @classmethod
+    def from_version_dir(
+        cls,
+        kind: str,
+        version_dir: Path,
+        parameters: Mapping[str, str],
+        *,
+        max_batch: int,
+        max_candidates: int | None,
+        threads: int = 0,
+    ) -> TorchRunner:
+        """The runner a `pytorch`-target version serves with, warmed up: its checkpoint, with the
+        options its config.pbtxt `parameters` give (the served model and the benchmark's
+        in-process path both build it here, so they run alike)."""
+        options = TorchServingOptions.from_parameters(parameters, threads=threads)
+        runner = cls(
+            kind,
+            load_checkpoint(version_dir),
+            max_batch=max_batch,
+            max_candidates=max_candidates,
+            options=options,
+        )
+        runner.warm_up()
+        return runner
 
     @property
     def graphs_captured(self) -> int:

@@ -154,26 +154,25 @@ def open_in_process(served: ServedRanker, threads: int) -> InProcess:
         return InProcess(session, f"ONNX Runtime {ort.__version__}", "cpu")
     import torch
 
-    from export.checkpoint import load_checkpoint
     from export.onnx.wrappers import RANKER
-    from export.torch_serving.runner import TorchRunner, TorchServingOptions
+    from export.torch_serving.runner import TorchRunner
 
-    options = TorchServingOptions.from_parameters(served.parameters, threads=threads)
-    runner = TorchRunner(
+    runner = TorchRunner.from_version_dir(
         RANKER,
-        load_checkpoint(served.version_dir),
+        served.version_dir,
+        served.parameters,
         max_batch=served.max_batch_size,
         max_candidates=served.max_candidates or None,
-        options=options,
+        threads=threads,
     )
-    runner.warm_up()
     if runner.captures:
         shapes = "CUDA graphs"
     elif runner.static_shapes:
         shapes = "padded to buckets"
     else:
         shapes = "eager"
-    description = f"PyTorch {torch.__version__} {options.precision} on {runner.device}, {shapes}"
+    precision = runner.options.precision
+    description = f"PyTorch {torch.__version__} {precision} on {runner.device}, {shapes}"
     return InProcess(runner, description, str(runner.device), threading.Lock())
 
 
