@@ -13,33 +13,45 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from phoenix.actions import NUM_ACTIONS
 from phoenix.errors import ConfigError
 
-#: Rows 1..64 of the shared table are reserved; entity blocks start at row 65 (DESIGN.md 4.1).
-RESERVED_ROWS = 64
+#: X's table layout: rows 0..65 are padding and reserved; the user block starts after row 65
+#: (docs/FIDELITY.md, "Hashing").
+RESERVED_ROWS = 65
+
+#: X rounds its table's rows up to a multiple of this (INPUT_VOCAB_K).
+VOCAB_ROUNDING = 512
+
+#: Tokens before the history: the user-hash token and the user-features token.
+PREFIX_LEN = 2
+
+#: Product surface id of X's GALLERY surface, whose dwell time is not capped at 30 s.
+GALLERY_SURFACE = 10
 
 
 class ModelConfig(BaseModel):
-    """Geometry of the Phoenix ranker and the two retrieval towers."""
+    """Geometry of the Phoenix ranker and the two retrieval towers (X's architecture).
+
+    The fields mirror X's `home_direct_packed_*` ranker config (and its two-tower sibling): the
+    transformer, the shared hashed embedding table, the context features and the heads. Every
+    shape in a checkpoint follows from these fields, so `phoenix import` can recover them from an
+    X checkpoint's own shapes.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     name: str = Field(min_length=1, description="Short name, e.g. 'tiny'.")
+    # Transformer -------------------------------------------------------------------------------
     emb_dim: int = Field(ge=8, le=16384, description="D: model width.")
     num_layers: int = Field(ge=1, le=64, description="Transformer blocks.")
     num_q_heads: int = Field(ge=1, le=256, description="H_q: query heads.")
     num_kv_heads: int = Field(ge=1, le=256, description="H_kv: key/value heads (grouped-query).")
     key_size: int = Field(ge=2, le=1024, description="d_k: per-head size; even, for rotary.")
-    hash_width: int = Field(ge=1, le=8192, description="W: width of the shared embedding table.")
-    history_len: int = Field(ge=1, le=8192, description="S: history positions per viewer.")
-    num_user_rows: int = Field(ge=2, description="N for users in the hash (block of N-1 rows).")
-    num_post_rows: int = Field(ge=2, description="N for posts in the hash.")
-    num_author_rows: int = Field(ge=2, description="N for authors in the hash.")
-    num_surfaces: int = Field(default=16, ge=1, le=1024, description="Product surfaces.")
-    num_actions: int = Field(default=NUM_ACTIONS, description="Actions in the taxonomy.")
     ffn_widening: float = Field(default=2.0, gt=0, le=16, description="FFN width / D.")
     gated_ffn: bool = Field(default=False, description="GELU-gated FFN instead of plain.")
+    qk_norm: bool = Field(
+        default=True, description="RMSNorm over all query (key) heads jointly, before rotary."
+    )
     attn_logit_cap: float | None = Field(
         default=None, gt=0, description="Soft cap c in c*tanh(x/c) on attention logits; None = off."
     )
@@ -48,16 +60,55 @@ class ModelConfig(BaseModel):
     )
     rope_base: float = Field(default=10000.0, gt=1, description="Rotary embedding base.")
     norm_eps: float = Field(default=1e-5, gt=0, lt=1, description="RMSNorm epsilon.")
+    # Hashed embedding table --------------------------------------------------------------------
+    hash_width: int = Field(ge=1, le=8192, description="W: width of the shared embedding table.")
+    num_user_rows: int = Field(ge=2, description="U: user block size (U-1 rows are hashed to).")
+    num_post_rows: int = Field(ge=2, description="I: post (item) block size.")
+    num_author_rows: int = Field(ge=2, description="A: author block size.")
+    num_ip_rows: int = Field(
+        default=0, ge=0, description="IP block size; 0 = no IP hashes on the user token."
+    )
+    vocab_rows: int | None = Field(
+        default=None, ge=2, description="Rows of the table (X's input_vocab_size); None = just fit."
+    )
+    # Sequence ----------------------------------------------------------------------------------
+    history_len: int = Field(ge=1, le=8192, description="S: history positions per viewer.")
     max_candidates: int = Field(
         default=2800, ge=1, le=65536, description="Most candidates one ranker call accepts."
+    )
+    # Context features (X's feature prep) -------------------------------------------------------
+    num_surfaces: int = Field(default=16, ge=1, le=1024, description="Product surfaces.")
+    num_post_age_buckets: int = Field(
+        default=82, ge=2, le=100_000, description="Post-age buckets (bucket 0 = unknown)."
+    )
+    post_age_bucket_s: int = Field(default=3600, ge=1, description="Width of a post-age bucket.")
+    num_timezones: int = Field(default=32, ge=1, description="Timezone vocabulary.")
+    num_hours: int = Field(default=25, ge=1, description="Local hour vocabulary (0 = unknown).")
+    num_days_of_week: int = Field(default=8, ge=1, description="Day-of-week vocabulary.")
+    num_counts: int = Field(default=5, ge=1, description="Engagement counts per post.")
+    count_mlp_dim: int = Field(default=64, ge=1, description="Hidden width of the count MLP.")
+    # User features token -----------------------------------------------------------------------
+    num_countries: int = Field(default=250, ge=1, description="Country vocabulary.")
+    num_languages: int = Field(default=200, ge=1, description="Language vocabulary.")
+    num_location_freqs: int = Field(default=8, ge=1, le=30, description="Lat/lon frequencies.")
+    num_apps: int = Field(default=64, ge=1, description="Installed-apps multi-hot width.")
+    num_age_brackets: int = Field(default=10, ge=1, description="Age-bracket vocabulary.")
+    # Semantic ids ------------------------------------------------------------------------------
+    sid_levels: int = Field(default=6, ge=1, le=64, description="Semantic-id levels per post.")
+    sid_codes: int = Field(default=256, ge=2, description="Codes per semantic-id level.")
+    sid_dim: int | None = Field(
+        default=None, ge=1, description="Width of the semantic-id table; None = W."
+    )
+    # Heads -------------------------------------------------------------------------------------
+    num_action_columns: int = Field(
+        default=64, ge=1, le=4096, description="Action logits: column i = X's ActionName i."
+    )
+    num_continuous: int = Field(
+        default=8, ge=2, le=64, description="Continuous outputs; column 1 is the dwell time."
     )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
-        if self.num_actions != NUM_ACTIONS:
-            raise ValueError(
-                f"num_actions must equal the taxonomy size {NUM_ACTIONS}, got {self.num_actions}"
-            )
         if self.num_q_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_q_heads ({self.num_q_heads}) must be a multiple of "
@@ -65,6 +116,11 @@ class ModelConfig(BaseModel):
             )
         if self.key_size % 2:
             raise ValueError(f"key_size must be even for rotary embeddings, got {self.key_size}")
+        if self.vocab_rows is not None and self.vocab_rows < self.min_vocab_rows:
+            raise ValueError(
+                f"vocab_rows ({self.vocab_rows}) must hold the hashed blocks "
+                f"({self.min_vocab_rows} rows)"
+            )
         return self
 
     # Derived sizes -------------------------------------------------------------------------
@@ -79,23 +135,46 @@ class ModelConfig(BaseModel):
 
     @property
     def post_offset(self) -> int:
-        return self.user_offset + self.num_user_rows - 1
+        return self.user_offset + self.num_user_rows
 
     @property
     def author_offset(self) -> int:
-        return self.post_offset + self.num_post_rows - 1
+        return self.post_offset + self.num_post_rows
 
     @property
-    def table_rows(self) -> int:
-        """Rows of the shared embedding table: padding, reserved rows, then the three blocks."""
+    def ip_offset(self) -> int:
         return self.author_offset + self.num_author_rows
 
     @property
-    def sequence_len(self) -> int:
-        """User token plus history: the positions candidates attend to."""
-        return 1 + self.history_len
+    def min_vocab_rows(self) -> int:
+        return self.ip_offset + self.num_ip_rows
 
-    # Serialisation ---------------------------------------------------------------------------
+    @property
+    def table_rows(self) -> int:
+        """Rows of the shared table: reserved rows, then the blocks, rounded up as X does."""
+        if self.vocab_rows is not None:
+            return self.vocab_rows
+        return math.ceil(self.min_vocab_rows / VOCAB_ROUNDING) * VOCAB_ROUNDING
+
+    @property
+    def sid_width(self) -> int:
+        return self.sid_dim if self.sid_dim is not None else self.hash_width
+
+    @property
+    def sequence_len(self) -> int:
+        """Prefix tokens plus history: the positions candidates attend to."""
+        return PREFIX_LEN + self.history_len
+
+    @property
+    def logit_scale(self) -> float:
+        """X's output scale on the action logits, sqrt(512 / D) * 2."""
+        return math.sqrt(512 / self.emb_dim) * 2.0
+
+    @property
+    def attn_scale(self) -> float:
+        """X's attention logit scale, sqrt(128) / key_size (1/sqrt(d_k) only at d_k = 128)."""
+        return math.sqrt(128) / self.key_size
+
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:
         """Validate a mapping; every problem is reported with its field name."""
@@ -138,6 +217,7 @@ def _describe(exc: ValidationError) -> str:
 PRESETS: dict[str, ModelConfig] = {
     c.name: c
     for c in (
+        # CPU presets: X's architecture shrunk; prefix + history fill whole 128-blocks, as in X.
         ModelConfig(
             name="tiny",
             emb_dim=128,
@@ -146,10 +226,11 @@ PRESETS: dict[str, ModelConfig] = {
             num_kv_heads=2,
             key_size=32,
             hash_width=64,
-            history_len=128,
+            history_len=126,
             num_user_rows=8_192,
             num_post_rows=32_768,
             num_author_rows=4_096,
+            num_ip_rows=256,
         ),
         ModelConfig(
             name="mini",
@@ -159,10 +240,11 @@ PRESETS: dict[str, ModelConfig] = {
             num_kv_heads=4,
             key_size=64,
             hash_width=128,
-            history_len=256,
+            history_len=254,
             num_user_rows=50_000,
             num_post_rows=50_000,
             num_author_rows=15_000,
+            num_ip_rows=1_000,
         ),
         ModelConfig(
             name="nano",
@@ -176,6 +258,24 @@ PRESETS: dict[str, ModelConfig] = {
             num_user_rows=100_000,
             num_post_rows=100_000,
             num_author_rows=30_000,
+            num_ip_rows=10_000,
+        ),
+        # X's home_direct_packed_nano exactly (phoenix/xrex/configs/xrecsys.py, August 2026).
+        ModelConfig(
+            name="x-nano",
+            emb_dim=512,
+            num_layers=4,
+            num_q_heads=4,
+            num_kv_heads=2,
+            key_size=128,
+            hash_width=128,
+            history_len=1022,
+            max_candidates=1024,
+            num_user_rows=100_000,
+            num_post_rows=100_000,
+            num_author_rows=30_000,
+            num_ip_rows=10_000,
+            sid_dim=1024,
         ),
         # X's production geometry with nano's vocabularies: 100M-row tables do not fit an engine.
         ModelConfig(
@@ -190,13 +290,14 @@ PRESETS: dict[str, ModelConfig] = {
             num_user_rows=100_000,
             num_post_rows=100_000,
             num_author_rows=30_000,
+            num_ip_rows=10_000,
         ),
     )
 }
 
 
 def get_config(name_or_path: str | Path) -> ModelConfig:
-    """A preset by name (tiny, mini, nano, prod) or a config JSON file by path."""
+    """A preset by name (tiny, mini, nano, x-nano, prod) or a config JSON file by path."""
     key = str(name_or_path)
     if key in PRESETS:
         return PRESETS[key]

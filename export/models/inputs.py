@@ -1,17 +1,34 @@
-"""Typed model inputs and their validation.
+"""Typed model inputs and their validation: X's `RecsysFeaturesBatch`, in the project's names.
 
-Shapes (B = viewers in the batch, S = history length <= config.history_len, C = candidates,
-A = actions). Hash tensors hold rows of the shared embedding table (`phoenix.hashing`), row 0
-meaning "nothing here": a history slot or candidate whose first post row is 0 is padding.
+Shapes (B = viewers in the batch, S = history length <= config.history_len, C = candidates).
+Hash tensors hold rows of the shared embedding table (`phoenix.hashing`), row 0 meaning "nothing
+here": a history slot or candidate whose first post row is 0 is padding. History is left-aligned
+and oldest first (the newest engagement is the last valid slot), as X's engine fills it.
 
-    user_hash              [B, 2]     int64
-    history_post_hash      [B, S, 2]  int64
-    history_author_hash    [B, S, 2]  int64
-    history_actions        [B, S, A]  float 0/1 multi-hot
-    history_surface        [B, S]     int64 in [0, num_surfaces)
-    candidate_post_hash    [B, C, 2]  int64
-    candidate_author_hash  [B, C, 2]  int64
-    candidate_surface      [B, C]     int64
+The viewer (`UserInputs`):
+    user_hash              [B, 2]      int   user rows
+    user_ip_hash           [B, 2]      int   IP rows (0 = unknown)
+    user_categorical       [B, 7]      int   0 language, 1 country, 3 gender, 4 age bracket,
+                                             6 inferred gender (X's UserCategoricalFeature)
+    user_float             [B, 4]      float 0 longitude, 1 latitude, 2 inferred-gender score,
+                                             3 age in years
+    user_apps              [B, N_app]  float installed-apps multi-hot (0/1)
+
+A sequence of posts (`HistoryInputs` with prefix `history_`, `CandidateInputs` with `candidate_`):
+    *_post_hash            [B, L, 2]   int   post rows
+    *_author_hash          [B, L, 2]   int   author rows
+    *_surface              [B, L]      int   product surface
+    *_time                 [B, L, 2]   int   (impression time, post creation time), Unix seconds;
+                                             0 = unknown
+    *_context              [B, L, 3]   int   (timezone, local hour, day of week) at the impression
+    *_follow               [B, L, 2]   int   (viewer follows the author, author follows the viewer)
+    *_counts               [B, L, N_c] int   the post's favorite, reply, repost, quote, view counts
+    *_sids                 [B, L, K]   int   semantic-id codes 1..sid_codes per level; 0 = missing
+history only:
+    history_actions        [B, S, N_a] float multi-hot over X's action columns (0/1)
+    history_dwell          [B, S]      float dwell time in seconds
+candidates only:
+    candidate_stale        [B, C]      int   1 if the post is older than 14 days
 
 Validation runs eagerly and raises `InputError` naming the field; it is skipped while tracing for
 export or capturing a CUDA graph, where the shapes are fixed by the wrapper.
@@ -29,101 +46,219 @@ from phoenix.errors import InputError
 
 INT_DTYPES = (torch.int64, torch.int32)
 
+#: Column of each user field in `user_categorical` (X's UserCategoricalFeature).
+USER_LANGUAGE, USER_COUNTRY, USER_GENDER, USER_AGE_BRACKET, USER_INFERRED_GENDER = 0, 1, 3, 4, 6
+NUM_USER_CATEGORICAL = 7
+#: Column of each user field in `user_float` (X's UserFloatFeature).
+USER_LONGITUDE, USER_LATITUDE, USER_INFERRED_GENDER_SCORE, USER_AGE_YEARS = 0, 1, 2, 3
+NUM_USER_FLOAT = 4
+#: Columns of `*_time`, `*_context` and `*_follow`.
+IMPRESSION_TS, CREATION_TS = 0, 1
+TIMEZONE, LOCAL_HOUR, DAY_OF_WEEK = 0, 1, 2
+FOLLOWED_BY_VIEWER, FOLLOWING_VIEWER = 0, 1
 
-@dataclass(frozen=True)
-class HistoryInputs:
-    """The viewer: user rows and engagement history."""
+#: The per-post fields shared by history and candidates, without their prefix.
+SEQUENCE_FIELDS = ("post_hash", "author_hash", "surface", "time", "context", "follow", "counts", "sids")
+
+
+def _inputs_cls(cls):  # type: ignore[no-untyped-def]
+    """Frozen dataclass whose tensors can be listed and moved together."""
+    cls = dataclass(frozen=True)(cls)
+    cls.tensors = lambda self: {f.name: getattr(self, f.name) for f in fields(self)}
+    return cls
+
+
+@_inputs_cls
+class UserInputs:
+    """The viewer: hashed ids and the user-features token's fields."""
 
     user_hash: Tensor
-    history_post_hash: Tensor
-    history_author_hash: Tensor
-    history_actions: Tensor
-    history_surface: Tensor
+    user_ip_hash: Tensor
+    user_categorical: Tensor
+    user_float: Tensor
+    user_apps: Tensor
 
-    def validate(self, config: ModelConfig) -> None:
-        if is_building_graph():
-            return
+    def validate(self, config: ModelConfig) -> int:
+        """Check every field; returns the batch size."""
         check_tensor(self.user_hash, "user_hash", (None, 2), INT_DTYPES)
         b = self.user_hash.shape[0]
-        check_tensor(self.history_post_hash, "history_post_hash", (b, None, 2), INT_DTYPES)
+        check_tensor(self.user_ip_hash, "user_ip_hash", (b, 2), INT_DTYPES)
+        check_tensor(
+            self.user_categorical, "user_categorical", (b, NUM_USER_CATEGORICAL), INT_DTYPES
+        )
+        check_tensor(self.user_float, "user_float", (b, NUM_USER_FLOAT), None)
+        check_tensor(self.user_apps, "user_apps", (b, config.num_apps), None)
+        check_rows(self.user_hash, "user_hash", config.user_offset, config.num_user_rows)
+        if config.num_ip_rows:
+            check_rows(self.user_ip_hash, "user_ip_hash", config.ip_offset, config.num_ip_rows)
+        elif self.user_ip_hash.numel() and bool((self.user_ip_hash != 0).any()):
+            raise InputError("user_ip_hash: this model has no IP rows; send zeros")
+        check_nonnegative(self.user_categorical, "user_categorical")
+        check_float(self.user_float, "user_float")
+        check_binary(self.user_apps, "user_apps")
+        return b
+
+
+@_inputs_cls
+class HistoryInputs:
+    """The viewer's engagement history, oldest first, left-aligned."""
+
+    history_post_hash: Tensor
+    history_author_hash: Tensor
+    history_surface: Tensor
+    history_time: Tensor
+    history_context: Tensor
+    history_follow: Tensor
+    history_counts: Tensor
+    history_sids: Tensor
+    history_actions: Tensor
+    history_dwell: Tensor
+
+    def validate(self, config: ModelConfig, batch: int) -> None:
+        check_tensor(self.history_post_hash, "history_post_hash", (batch, None, 2), INT_DTYPES)
         s = self.history_post_hash.shape[1]
         if s > config.history_len:
             raise InputError(
                 f"history_post_hash: history length {s} exceeds the config's {config.history_len}"
             )
-        check_tensor(self.history_author_hash, "history_author_hash", (b, s, 2), INT_DTYPES)
-        check_tensor(self.history_actions, "history_actions", (b, s, config.num_actions), None)
-        check_tensor(self.history_surface, "history_surface", (b, s), INT_DTYPES)
-        check_rows(self.user_hash, "user_hash", config.user_offset, config.num_user_rows)
-        check_rows(
-            self.history_post_hash, "history_post_hash", config.post_offset, config.num_post_rows
+        check_sequence(self, "history", config, batch, s)
+        check_tensor(
+            self.history_actions, "history_actions", (batch, s, config.num_action_columns), None
         )
-        check_rows(
-            self.history_author_hash,
-            "history_author_hash",
-            config.author_offset,
-            config.num_author_rows,
-        )
-        check_range(self.history_surface, "history_surface", config.num_surfaces)
-        if not torch.is_floating_point(self.history_actions):
-            raise InputError(
-                f"history_actions: expected a float tensor, got {self.history_actions.dtype}"
-            )
-        if ((self.history_actions != 0) & (self.history_actions != 1)).any():
-            raise InputError("history_actions: values must be 0 or 1 (a multi-hot row per slot)")
+        check_binary(self.history_actions, "history_actions")
+        check_tensor(self.history_dwell, "history_dwell", (batch, s), None)
+        check_float(self.history_dwell, "history_dwell")
 
 
-@dataclass(frozen=True)
+@_inputs_cls
 class CandidateInputs:
     """The posts to score for each viewer."""
 
     candidate_post_hash: Tensor
     candidate_author_hash: Tensor
     candidate_surface: Tensor
+    candidate_time: Tensor
+    candidate_context: Tensor
+    candidate_follow: Tensor
+    candidate_counts: Tensor
+    candidate_sids: Tensor
+    candidate_stale: Tensor
 
-    def validate(self, config: ModelConfig, batch: int | None = None) -> None:
-        if is_building_graph():
-            return
-        check_tensor(self.candidate_post_hash, "candidate_post_hash", (batch, None, 2), INT_DTYPES)
-        b, c = self.candidate_post_hash.shape[:2]
+    def validate(self, config: ModelConfig, batch: int) -> None:
+        check_tensor(
+            self.candidate_post_hash, "candidate_post_hash", (batch, None, 2), INT_DTYPES
+        )
+        c = self.candidate_post_hash.shape[1]
         if c > config.max_candidates:
             raise InputError(
                 f"candidate_post_hash: {c} candidates exceed max_candidates={config.max_candidates}"
             )
-        check_tensor(self.candidate_author_hash, "candidate_author_hash", (b, c, 2), INT_DTYPES)
-        check_tensor(self.candidate_surface, "candidate_surface", (b, c), INT_DTYPES)
-        check_rows(
-            self.candidate_post_hash,
-            "candidate_post_hash",
-            config.post_offset,
-            config.num_post_rows,
-        )
-        check_rows(
-            self.candidate_author_hash,
-            "candidate_author_hash",
-            config.author_offset,
-            config.num_author_rows,
-        )
-        check_range(self.candidate_surface, "candidate_surface", config.num_surfaces)
+        check_sequence(self, "candidate", config, batch, c)
+        check_tensor(self.candidate_stale, "candidate_stale", (batch, c), INT_DTYPES)
+        check_binary(self.candidate_stale, "candidate_stale")
+
+
+@dataclass(frozen=True)
+class ViewerInputs:
+    """What the user tower reads: the viewer and the history."""
+
+    user: UserInputs
+    history: HistoryInputs
+
+    def validate(self, config: ModelConfig) -> None:
+        if is_building_graph():
+            return
+        self.history.validate(config, self.user.validate(config))
+
+    def to(self, device: torch.device | str) -> ViewerInputs:
+        return ViewerInputs(_move(self.user, device), _move(self.history, device))
 
 
 @dataclass(frozen=True)
 class RankerInputs:
-    """A viewer's history plus the candidates to score, batched over viewers."""
+    """A viewer's features and history plus the candidates to score, batched over viewers."""
 
+    user: UserInputs
     history: HistoryInputs
     candidates: CandidateInputs
 
     def validate(self, config: ModelConfig) -> None:
-        self.history.validate(config)
-        self.candidates.validate(config, batch=self.history.user_hash.shape[0])
+        if is_building_graph():
+            return
+        b = self.user.validate(config)
+        self.history.validate(config, b)
+        self.candidates.validate(config, b)
+
+    @property
+    def viewer(self) -> ViewerInputs:
+        return ViewerInputs(self.user, self.history)
 
     def to(self, device: torch.device | str) -> RankerInputs:
-        return RankerInputs(_move(self.history, device), _move(self.candidates, device))
+        return RankerInputs(
+            _move(self.user, device), _move(self.history, device), _move(self.candidates, device)
+        )
+
+    def tensors(self) -> dict[str, Tensor]:
+        return self.user.tensors() | self.history.tensors() | self.candidates.tensors()
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> RankerInputs:
+        """Build from a flat name -> tensor mapping (the Triton / ONNX tensor names)."""
+        return cls(
+            UserInputs(**_pick(tensors, UserInputs)),
+            HistoryInputs(**_pick(tensors, HistoryInputs)),
+            CandidateInputs(**_pick(tensors, CandidateInputs)),
+        )
+
+
+def viewer_from_tensors(tensors: dict[str, Tensor]) -> ViewerInputs:
+    return ViewerInputs(
+        UserInputs(**_pick(tensors, UserInputs)), HistoryInputs(**_pick(tensors, HistoryInputs))
+    )
+
+
+def input_names(cls: type) -> tuple[str, ...]:
+    """The tensor names of one inputs class, in declaration order."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _pick(tensors: dict[str, Tensor], cls: type) -> dict[str, Tensor]:
+    names = input_names(cls)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise InputError(f"missing inputs: {', '.join(missing)}")
+    return {n: tensors[n] for n in names}
 
 
 def _move(obj, device):  # type: ignore[no-untyped-def]
     return type(obj)(**{f.name: getattr(obj, f.name).to(device) for f in fields(obj)})
+
+
+def check_sequence(obj: object, prefix: str, config: ModelConfig, b: int, n: int) -> None:
+    """The per-post fields shared by history and candidates."""
+
+    def get(name: str) -> Tensor:
+        return getattr(obj, f"{prefix}_{name}")
+
+    shapes: dict[str, tuple[int | None, ...]] = {
+        "author_hash": (b, n, 2),
+        "surface": (b, n),
+        "time": (b, n, 2),
+        "context": (b, n, 3),
+        "follow": (b, n, 2),
+        "counts": (b, n, config.num_counts),
+        "sids": (b, n, config.sid_levels),
+    }
+    for name, shape in shapes.items():
+        check_tensor(get(name), f"{prefix}_{name}", shape, INT_DTYPES)
+    check_rows(get("post_hash"), f"{prefix}_post_hash", config.post_offset, config.num_post_rows)
+    check_rows(
+        get("author_hash"), f"{prefix}_author_hash", config.author_offset, config.num_author_rows
+    )
+    for name in ("surface", "time", "context", "follow", "counts"):
+        check_nonnegative(get(name), f"{prefix}_{name}")
+    check_binary(get("follow"), f"{prefix}_follow")
+    check_range(get("sids"), f"{prefix}_sids", config.sid_codes + 1)
 
 
 def is_building_graph() -> bool:
@@ -174,3 +309,20 @@ def check_range(t: Tensor, name: str, upper: int) -> None:
         raise InputError(
             f"{name}: values must be in [0, {upper}), got [{int(t.min())}, {int(t.max())}]"
         )
+
+
+def check_nonnegative(t: Tensor, name: str) -> None:
+    if t.numel() and t.min() < 0:
+        raise InputError(f"{name}: values must be >= 0, got {int(t.min())}")
+
+
+def check_float(t: Tensor, name: str) -> None:
+    if not torch.is_floating_point(t):
+        raise InputError(f"{name}: expected a float tensor, got {t.dtype}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise InputError(f"{name}: values must be finite")
+
+
+def check_binary(t: Tensor, name: str) -> None:
+    if t.numel() and bool(((t != 0) & (t != 1)).any()):
+        raise InputError(f"{name}: values must be 0 or 1")
