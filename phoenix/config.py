@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -68,6 +68,14 @@ class ModelConfig(BaseModel):
     num_ip_rows: int = Field(
         default=0, ge=0, description="IP block size; 0 = no IP hashes on the user token."
     )
+    table_layout: Literal["stacked", "separate"] = Field(
+        default="stacked",
+        description=(
+            "'stacked': the user, post, author and IP blocks follow each other (X's ranker); "
+            "'separate': every block starts after the reserved rows (X's two-tower, whose table "
+            "holds only the author rows it reads)."
+        ),
+    )
     vocab_rows: int | None = Field(
         default=None, ge=2, description="Rows of the table (X's input_vocab_size); None = just fit."
     )
@@ -98,6 +106,17 @@ class ModelConfig(BaseModel):
     sid_codes: int = Field(default=256, ge=2, description="Codes per semantic-id level.")
     sid_dim: int | None = Field(
         default=None, ge=1, description="Width of the semantic-id table; None = W."
+    )
+    sid_cross_attention: bool = Field(
+        default=False,
+        description="Self-attention across the semantic-id levels (X's two-tower sid_cross_attn).",
+    )
+    # Two-tower only ----------------------------------------------------------------------------
+    ctx_timezone_dim: int = Field(default=16, ge=1, description="Tower history: timezone width.")
+    ctx_hour_dim: int = Field(default=16, ge=1, description="Tower history: local-hour width.")
+    ctx_day_dim: int = Field(default=8, ge=1, description="Tower history: day-of-week width.")
+    candidate_hidden: int | None = Field(
+        default=None, ge=1, description="Candidate tower MLP width; None = 2 * D."
     )
     # Heads -------------------------------------------------------------------------------------
     num_action_columns: int = Field(
@@ -135,18 +154,23 @@ class ModelConfig(BaseModel):
 
     @property
     def post_offset(self) -> int:
-        return self.user_offset + self.num_user_rows
+        return self._offset(self.user_offset + self.num_user_rows)
 
     @property
     def author_offset(self) -> int:
-        return self.post_offset + self.num_post_rows
+        return self._offset(self.post_offset + self.num_post_rows)
 
     @property
     def ip_offset(self) -> int:
-        return self.author_offset + self.num_author_rows
+        return self._offset(self.author_offset + self.num_author_rows)
+
+    def _offset(self, stacked: int) -> int:
+        return stacked if self.table_layout == "stacked" else RESERVED_ROWS
 
     @property
     def min_vocab_rows(self) -> int:
+        if self.table_layout == "separate":
+            return RESERVED_ROWS + self.num_author_rows
         return self.ip_offset + self.num_ip_rows
 
     @property
@@ -159,6 +183,18 @@ class ModelConfig(BaseModel):
     @property
     def sid_width(self) -> int:
         return self.sid_dim if self.sid_dim is not None else self.hash_width
+
+    @property
+    def candidate_hidden_dim(self) -> int:
+        return self.candidate_hidden if self.candidate_hidden is not None else 2 * self.emb_dim
+
+    def retrieval_config(self) -> ModelConfig:
+        """The two towers' config for a preset: the same geometry with X's two-tower choices
+        (post-sublayer norms, cross-attention over the semantic-id levels, the table's width for
+        the semantic ids)."""
+        return self.with_overrides(
+            post_sublayer_norm=True, sid_cross_attention=True, sid_dim=None
+        )
 
     @property
     def sequence_len(self) -> int:

@@ -207,3 +207,29 @@ def ranker_config_from_params(
         return ModelConfig.from_dict(fields)
     except Exception as exc:  # ConfigError names the field
         raise CheckpointImportError(f"the checkpoint's shapes give no valid config: {exc}") from exc
+
+
+TWO_TOWER = "recsys_two_tower_model/"
+CANDIDATE_TOWER = "candidate_tower/candidate_tower_projection_"
+
+
+def retrieval_state(params: Params, config: ModelConfig) -> dict[str, npt.NDArray[Any]]:
+    """X's two-tower parameters (and `emb_table`) -> `RetrievalModel.state_dict()` names."""
+    out = {
+        "table.weight": get(params, EMB_TABLE),
+        "sids.table.weight": get(params, TWO_TOWER + "post_sid_combined"),
+        "sids.cross.weight": get(params, TWO_TOWER + "post_sid_xattn_qkv").T,
+        "actions.table": get(params, TWO_TOWER + "action_embedding_table"),
+        "context.timezone.weight": get(params, TWO_TOWER + "ctx_cat_timezone_emb"),
+        "context.hour.weight": get(params, TWO_TOWER + "ctx_cat_local_hour_of_day_emb"),
+        "context.day.weight": get(params, TWO_TOWER + "ctx_cat_local_day_of_week_emb"),
+        "context.proj.weight": get(params, TWO_TOWER + "unified_ctx_proj").T,
+        "history_proj.weight": get(params, TWO_TOWER + "proj_mat_3").T,
+        "candidate_mlp.0.weight": get(params, CANDIDATE_TOWER + "1/w").T,
+        "candidate_mlp.2.weight": get(params, CANDIDATE_TOWER + "2/w").T,
+    }
+    if config.sid_width != config.hash_width:
+        out["sids.proj.weight"] = get(params, TWO_TOWER + "post_sid_proj").T
+    if config.hash_width != config.emb_dim:
+        out["tfmr_proj.weight"] = get(params, TWO_TOWER + "tfmr_proj").T
+    return out | trunk_state(params, config, "user_trunk.")

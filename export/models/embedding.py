@@ -61,23 +61,27 @@ def hash_projection(width: int, emb_dim: int) -> nn.Linear:
 
 
 class SemanticIds(nn.Module):
-    """Semantic-id embedding: one row per level plus X's hash level, summed, projected to D.
+    """Semantic-id embedding: one row per level plus X's hash level, combined, projected.
 
     Level l's code c reads row l * (codes + 1) + c. Code 0 (missing) and codes past the codebook
     contribute nothing whatever the table holds there, as in X (which zeroes those rows when it
-    reads the table, so an imported table keeps its stored values bit for bit). The projection
-    exists only when the table's width differs from D, as in X.
+    reads the table, so an imported table keeps its stored values bit for bit). The levels are
+    summed (the ranker) or, with `config.sid_cross_attention` (the two-tower), attend to each
+    other and give mean(attended) + mean(levels). The projection to `out_dim` exists only when
+    the table's width differs from it, as in X.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, out_dim: int) -> None:
         super().__init__()
         self.levels = config.sid_levels
         self.codes = config.sid_codes
-        self.table = nn.Embedding((self.levels + 1) * (self.codes + 1), config.sid_width)
+        width = config.sid_width
+        self.table = nn.Embedding((self.levels + 1) * (self.codes + 1), width)
+        self.cross = (
+            nn.Linear(width, 3 * width, bias=False) if config.sid_cross_attention else None
+        )
         self.proj = (
-            nn.Linear(config.sid_width, config.emb_dim, bias=False)
-            if config.sid_width != config.emb_dim
-            else nn.Identity()
+            nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
         )
 
     def hash_level(self, post_row: Tensor, sids: Tensor) -> Tensor:
@@ -93,13 +97,18 @@ class SemanticIds(nn.Module):
         return torch.where(sids[..., 0] != 0, code, torch.zeros_like(code))
 
     def forward(self, post_hash: Tensor, sids: Tensor) -> Tensor:
-        """[B, L, 2] rows, [B, L, K] codes -> [B, L, D]."""
+        """[B, L, 2] rows, [B, L, K] codes -> [B, L, out_dim]."""
         codes = torch.cat([sids.long(), self.hash_level(post_hash[..., 0], sids)[..., None]], -1)
         offsets = torch.arange(self.levels + 1, device=codes.device) * (self.codes + 1)
         present = (codes > 0) & (codes <= self.codes)
         rows = torch.where(present, codes + offsets, torch.zeros_like(codes))  # [B, L, K+1]
-        embedded = self.table(rows) * present[..., None].to(self.table.weight.dtype)
-        return self.proj(embedded.sum(-2))
+        levels = self.table(rows) * present[..., None].to(self.table.weight.dtype)
+        if self.cross is None:
+            return self.proj(levels.sum(-2))
+        q, k, v = self.cross(levels).chunk(3, dim=-1)  # [B, L, K+1, width] each
+        weights = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])
+        attended = weights.softmax(-1).to(v.dtype) @ v
+        return self.proj(attended.mean(-2) + levels.mean(-2))
 
 
 class UserFeatures(nn.Module):
@@ -217,7 +226,7 @@ class TokenEmbedder(nn.Module):
         self.user_proj = hash_projection(w, d)
         self.ip_proj = hash_projection(w, d) if config.num_ip_rows else None
         self.user_features = UserFeatures(config)
-        self.sids = SemanticIds(config)
+        self.sids = SemanticIds(config, config.emb_dim)
         self.history = SequenceFeatures(config, history=True)
         self.candidates = SequenceFeatures(config, history=False)
         self._init_weights(config)

@@ -173,6 +173,23 @@ class Attention(nn.Module):
         return self._merge_heads(torch.matmul(weights, v), t)
 
 
+def right_anchored_positions(
+    ctx_valid: Tensor, prefix_len: int, history_len: int, num_candidates: int
+) -> Tensor:
+    """[B, L+C] rotary positions (X's `right_anchored_rope_positions`): the prefix tokens take
+    0..P-1, the n valid history items end at P+S-1 (newest last), every candidate takes P+S,
+    padding takes 0. S is the config's history length, so padding a history changes nothing."""
+    b = ctx_valid.shape[0]
+    anchor = prefix_len + history_len
+    hist_valid = ctx_valid[:, prefix_len:].long()
+    n = hist_valid.sum(1, keepdim=True)
+    rank = hist_valid.cumsum(1) - 1
+    hist_pos = torch.where(hist_valid.bool(), anchor - n + rank, torch.zeros_like(rank))
+    prefix = torch.arange(prefix_len, device=ctx_valid.device).expand(b, prefix_len)
+    cand = torch.full((b, num_candidates), anchor, device=ctx_valid.device, dtype=torch.long)
+    return torch.cat([prefix, hist_pos, cand], 1)
+
+
 class FeedForward(nn.Module):
     """`down(gelu_tanh(up(x)))`, or the gated form `down(gelu_tanh(gate(x)) * up(x))`."""
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from export.models.embedding import TokenEmbedder
 from export.models.inputs import RankerInputs
-from export.models.layers import Trunk
+from export.models.layers import Trunk, right_anchored_positions
 from phoenix.config import GALLERY_SURFACE, PREFIX_LEN, ModelConfig
 
 #: X's serving kernel reads whole blocks of this many keys.
@@ -93,7 +93,7 @@ class PhoenixRanker(nn.Module):
         ctx, ctx_valid, cand = self._tokens(inputs)
         ctx_len = ctx.shape[1]
         keys = serving_kernel_keys(ctx_valid) if x_serving_kernel else ctx_valid
-        positions = right_anchored_positions(ctx_valid, cand.shape[1], self.config.history_len)
+        positions = right_anchored_positions(ctx_valid, PREFIX_LEN, self.config.history_len, cand.shape[1])
         out = self.trunk.forward_split(torch.cat([ctx, cand], dim=1), keys, ctx_valid, positions)
         return self._heads(out[:, ctx_len:], inputs.candidates.candidate_surface)
 
@@ -105,25 +105,11 @@ class PhoenixRanker(nn.Module):
         ctx_len, n = ctx.shape[1], cand.shape[1]
         keys = serving_kernel_keys(ctx_valid) if x_serving_kernel else ctx_valid
         mask = candidate_isolation_mask(keys, n)  # [B, L+C, L+C]
-        positions = right_anchored_positions(ctx_valid, n, self.config.history_len)
+        positions = right_anchored_positions(ctx_valid, PREFIX_LEN, self.config.history_len, n)
         active = torch.cat([ctx_valid, torch.ones_like(ctx_valid[:, :1]).expand(-1, n)], 1)
         x = torch.cat([ctx, cand], dim=1)
         out = self.trunk.forward_full_mask(x, mask, active, positions)
         return self._heads(out[:, ctx_len:], inputs.candidates.candidate_surface)
-
-
-def right_anchored_positions(ctx_valid: Tensor, num_candidates: int, history_len: int) -> Tensor:
-    """[B, L+C] rotary positions: prefix 0..P-1, the n valid history items end at P+S-1,
-    candidates at P+S, padding at 0 (X's `right_anchored_rope_positions`)."""
-    b = ctx_valid.shape[0]
-    anchor = PREFIX_LEN + history_len
-    hist_valid = ctx_valid[:, PREFIX_LEN:].long()
-    n = hist_valid.sum(1, keepdim=True)
-    rank = hist_valid.cumsum(1) - 1
-    hist_pos = torch.where(hist_valid.bool(), anchor - n + rank, torch.zeros_like(rank))
-    prefix = torch.arange(PREFIX_LEN, device=ctx_valid.device).expand(b, PREFIX_LEN)
-    cand = torch.full((b, num_candidates), anchor, device=ctx_valid.device, dtype=torch.long)
-    return torch.cat([prefix, hist_pos, cand], 1)
 
 
 def serving_kernel_keys(ctx_valid: Tensor) -> Tensor:
