@@ -1,7 +1,8 @@
 """Checkpoints: a directory with `config.json` and `model.safetensors`.
 
-`config.json` holds the model config, the action taxonomy the heads were trained on and free-form
-metadata (world, training summary). `model.safetensors` holds the ranker's tensors under `ranker.`
+`config.json` holds the ranker's config, the towers' config (X trains them as separate models with
+their own geometry), the action columns the named actions read, and free-form metadata (world,
+training summary, the X checkpoint an import came from). `model.safetensors` holds the ranker's tensors under `ranker.`
 and the retrieval towers' under `retrieval.`. Loading checks every tensor's name, shape and dtype
 against the config before any weight is used, and refuses a mismatch with a message that names
 the tensors. Never pickle: safetensors and JSON only, so untrusted checkpoints cannot run code.
@@ -21,11 +22,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from export.models import PhoenixRanker, RetrievalModel
-from phoenix.actions import ACTIONS
+from phoenix.actions import ACTIONS, COLUMN_OF
 from phoenix.config import ModelConfig
 from phoenix.errors import CheckpointError, ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _PREFIXES = ("ranker.", "retrieval.")
@@ -39,10 +40,24 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def initialise(cls, config: ModelConfig, seed: int = 0) -> Checkpoint:
-        """Fresh, untrained models (deterministic in `seed`)."""
+    def initialise(
+        cls, config: ModelConfig, seed: int = 0, retrieval_config: ModelConfig | None = None
+    ) -> Checkpoint:
+        """Fresh, untrained models (deterministic in `seed`); the towers' config defaults to the
+        ranker's geometry with X's two-tower choices (`ModelConfig.retrieval_config`)."""
         torch.manual_seed(seed)
-        return cls(config, PhoenixRanker(config), RetrievalModel(config))
+        towers = retrieval_config or config.retrieval_config()
+        return cls(config, PhoenixRanker(config), RetrievalModel(towers))
+
+    @property
+    def retrieval_config(self) -> ModelConfig:
+        return self.retrieval.config
+
+    def config_for(self, kind: str) -> ModelConfig:
+        """The config of the served model `kind`: the ranker's, or the towers' for a tower."""
+        from phoenix.serving import RANKER
+
+        return self.config if kind == RANKER else self.retrieval_config
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         tensors = {f"ranker.{k}": v for k, v in self.ranker.state_dict().items()}
@@ -58,7 +73,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     doc = {
         "format_version": FORMAT_VERSION,
         "model": checkpoint.config.model_dump(),
-        "actions": list(ACTIONS),
+        "retrieval": checkpoint.retrieval_config.model_dump(),
+        "action_columns": dict(zip(ACTIONS, COLUMN_OF, strict=True)),
         "metadata": checkpoint.metadata,
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -75,7 +91,13 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 
 
 def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """The model config and metadata of a checkpoint directory, validated."""
+    """The ranker's config and the metadata of a checkpoint directory, validated."""
+    config, _, metadata = read_checkpoint_configs(path)
+    return config, metadata
+
+
+def read_checkpoint_configs(path: str | Path) -> tuple[ModelConfig, ModelConfig, dict[str, Any]]:
+    """The ranker's and the towers' configs and the metadata of a checkpoint, validated."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
@@ -93,26 +115,23 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any
             f"{config_path}: format_version {doc.get('format_version')!r} is not supported "
             f"(expected {FORMAT_VERSION})"
         )
-    if doc.get("actions") != list(ACTIONS):
-        raise CheckpointError(
-            f"{config_path}: actions {doc.get('actions')!r} differ from this build's taxonomy; "
-            "the heads would predict the wrong actions"
-        )
-    try:
-        config = ModelConfig.from_dict(doc.get("model"))
-    except ConfigError as exc:
-        raise CheckpointError(f"{config_path}: {exc}") from exc
+    configs = []
+    for key in ("model", "retrieval"):
+        try:
+            configs.append(ModelConfig.from_dict(doc.get(key)))
+        except ConfigError as exc:
+            raise CheckpointError(f"{config_path}: {key}: {exc}") from exc
     metadata = doc.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{config_path}: metadata must be a JSON object")
-    return config, metadata
+    return configs[0], configs[1], metadata
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load and verify a checkpoint; nothing is half-loaded on error."""
     path = Path(path)
-    config, metadata = read_checkpoint_config(path)
-    checkpoint = Checkpoint(config, PhoenixRanker(config), RetrievalModel(config), metadata)
+    config, towers, metadata = read_checkpoint_configs(path)
+    checkpoint = Checkpoint(config, PhoenixRanker(config), RetrievalModel(towers), metadata)
     expected = checkpoint.state_dict()
     tensors = _read_tensors(path / WEIGHTS_FILE, expected)
     for prefix, module in zip(_PREFIXES, (checkpoint.ranker, checkpoint.retrieval), strict=True):

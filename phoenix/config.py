@@ -192,9 +192,7 @@ class ModelConfig(BaseModel):
         """The two towers' config for a preset: the same geometry with X's two-tower choices
         (post-sublayer norms, cross-attention over the semantic-id levels, the table's width for
         the semantic ids)."""
-        return self.with_overrides(
-            post_sublayer_norm=True, sid_cross_attention=True, sid_dim=None
-        )
+        return self.with_overrides(post_sublayer_norm=True, sid_cross_attention=True, sid_dim=None)
 
     @property
     def sequence_len(self) -> int:

@@ -1,6 +1,12 @@
-"""The Phoenix ranker and the two retrieval towers in PyTorch (DESIGN.md 4)."""
+"""The Phoenix ranker and the two retrieval towers in PyTorch: X's architecture (docs/FIDELITY.md)."""
 
-from export.models.inputs import CandidateInputs, HistoryInputs, RankerInputs
+from export.models.inputs import (
+    CandidateInputs,
+    HistoryInputs,
+    RankerInputs,
+    UserInputs,
+    ViewerInputs,
+)
 from export.models.ranker import PhoenixRanker, RankerOutput
 from export.models.towers import RetrievalModel
 
@@ -11,4 +17,6 @@ __all__ = [
     "RankerInputs",
     "RankerOutput",
     "RetrievalModel",
+    "UserInputs",
+    "ViewerInputs",
 ]

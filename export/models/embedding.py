@@ -77,12 +77,8 @@ class SemanticIds(nn.Module):
         self.codes = config.sid_codes
         width = config.sid_width
         self.table = nn.Embedding((self.levels + 1) * (self.codes + 1), width)
-        self.cross = (
-            nn.Linear(width, 3 * width, bias=False) if config.sid_cross_attention else None
-        )
-        self.proj = (
-            nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
-        )
+        self.cross = nn.Linear(width, 3 * width, bias=False) if config.sid_cross_attention else None
+        self.proj = nn.Linear(width, out_dim, bias=False) if width != out_dim else nn.Identity()
 
     def hash_level(self, post_row: Tensor, sids: Tensor) -> Tensor:
         """X's extra level: a 32-bit mix of the post's first table row; 0 when the post has no ids.
@@ -302,4 +298,3 @@ class TokenEmbedder(nn.Module):
         hist, hist_valid = self.history_tokens(history)
         tokens = torch.cat([prefix, hist], 1) * self.scale
         return tokens, torch.cat([prefix_valid, hist_valid], 1)
-

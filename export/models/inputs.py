@@ -58,7 +58,16 @@ TIMEZONE, LOCAL_HOUR, DAY_OF_WEEK = 0, 1, 2
 FOLLOWED_BY_VIEWER, FOLLOWING_VIEWER = 0, 1
 
 #: The per-post fields shared by history and candidates, without their prefix.
-SEQUENCE_FIELDS = ("post_hash", "author_hash", "surface", "time", "context", "follow", "counts", "sids")
+SEQUENCE_FIELDS = (
+    "post_hash",
+    "author_hash",
+    "surface",
+    "time",
+    "context",
+    "follow",
+    "counts",
+    "sids",
+)
 
 
 def _inputs_cls(cls):  # type: ignore[no-untyped-def]
@@ -145,9 +154,7 @@ class CandidateInputs:
     candidate_stale: Tensor
 
     def validate(self, config: ModelConfig, batch: int) -> None:
-        check_tensor(
-            self.candidate_post_hash, "candidate_post_hash", (batch, None, 2), INT_DTYPES
-        )
+        check_tensor(self.candidate_post_hash, "candidate_post_hash", (batch, None, 2), INT_DTYPES)
         c = self.candidate_post_hash.shape[1]
         if c > config.max_candidates:
             raise InputError(

@@ -9,8 +9,6 @@ context keys plus its own key. Both must agree to 1e-5.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

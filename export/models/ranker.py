@@ -37,7 +37,7 @@ from phoenix.config import GALLERY_SURFACE, PREFIX_LEN, ModelConfig
 X_KERNEL_BLOCK = 128
 #: Column of the continuous outputs that holds the dwell time.
 DWELL_COLUMN = 1
-#: The dwell time is 30 * sigmoid(x) seconds, except on the gallery surface: 300 * tanh(softplus/300).
+#: Dwell time: 30 * sigmoid(x) seconds, except on the gallery surface: 300 * tanh(softplus(x) / 300).
 DWELL_CAP_S = 30.0
 GALLERY_DWELL_CAP_S = 300.0
 
@@ -79,7 +79,9 @@ class PhoenixRanker(nn.Module):
         raw = cont[..., DWELL_COLUMN]
         gallery = GALLERY_DWELL_CAP_S * torch.tanh(F.softplus(raw) / GALLERY_DWELL_CAP_S)
         dwell = torch.where(surface == GALLERY_SURFACE, gallery, DWELL_CAP_S * torch.sigmoid(raw))
-        cont = torch.cat([cont[..., :DWELL_COLUMN], dwell[..., None], cont[..., DWELL_COLUMN + 1 :]], -1)
+        cont = torch.cat(
+            [cont[..., :DWELL_COLUMN], dwell[..., None], cont[..., DWELL_COLUMN + 1 :]], -1
+        )
         return RankerOutput(logits, cont)
 
     def _tokens(self, inputs: RankerInputs) -> tuple[Tensor, Tensor, Tensor]:
@@ -93,7 +95,9 @@ class PhoenixRanker(nn.Module):
         ctx, ctx_valid, cand = self._tokens(inputs)
         ctx_len = ctx.shape[1]
         keys = serving_kernel_keys(ctx_valid) if x_serving_kernel else ctx_valid
-        positions = right_anchored_positions(ctx_valid, PREFIX_LEN, self.config.history_len, cand.shape[1])
+        positions = right_anchored_positions(
+            ctx_valid, PREFIX_LEN, self.config.history_len, cand.shape[1]
+        )
         out = self.trunk.forward_split(torch.cat([ctx, cand], dim=1), keys, ctx_valid, positions)
         return self._heads(out[:, ctx_len:], inputs.candidates.candidate_surface)
 

@@ -1,12 +1,23 @@
-"""Random but valid model inputs: for tests, benchmarks and export tracing."""
+"""Random but valid model inputs: for tests, benchmarks, parity checks and export tracing."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from export.models.inputs import CandidateInputs, HistoryInputs, RankerInputs
+from export.models.inputs import (
+    NUM_USER_CATEGORICAL,
+    CandidateInputs,
+    HistoryInputs,
+    RankerInputs,
+    UserInputs,
+    ViewerInputs,
+)
 from phoenix.config import ModelConfig
+
+#: A plausible window of Unix seconds for impression and creation times.
+_NOW_S = 1_780_000_000
+_WEEK_S = 7 * 24 * 3600
 
 
 def random_rows(
@@ -16,6 +27,58 @@ def random_rows(
     return torch.randint(offset + 1, offset + num_rows, shape, generator=generator)
 
 
+def _ints(high: int, shape: tuple[int, ...], g: torch.Generator | None) -> Tensor:
+    return torch.randint(0, high, shape, generator=g)
+
+
+def random_user(
+    config: ModelConfig, batch: int = 1, generator: torch.Generator | None = None
+) -> UserInputs:
+    g = generator
+    ips = (
+        random_rows((batch, 2), config.ip_offset, config.num_ip_rows, g)
+        if config.num_ip_rows
+        else torch.zeros(batch, 2, dtype=torch.long)
+    )
+    floats = torch.rand(batch, 4, generator=g)
+    floats[:, 0] = floats[:, 0] * 360 - 180  # longitude
+    floats[:, 1] = floats[:, 1] * 180 - 90  # latitude
+    floats[:, 3] = 13 + floats[:, 3] * 60  # age in years
+    return UserInputs(
+        user_hash=random_rows((batch, 2), config.user_offset, config.num_user_rows, g),
+        user_ip_hash=ips,
+        user_categorical=_ints(10, (batch, NUM_USER_CATEGORICAL), g),
+        user_float=floats,
+        user_apps=(torch.rand(batch, config.num_apps, generator=g) < 0.2).float(),
+    )
+
+
+def _sequence(
+    config: ModelConfig, prefix: str, shape: tuple[int, int], g: torch.Generator | None
+) -> dict[str, Tensor]:
+    b, n = shape
+    impression = _NOW_S - _ints(_WEEK_S, shape, g)
+    created = impression - _ints(3 * 24 * 3600, shape, g)
+    sids = _ints(config.sid_codes, (b, n, config.sid_levels), g) + 1
+    sids[torch.rand(b, n, generator=g) < 0.15] = 0  # some posts have no semantic ids
+    context = torch.stack(
+        [_ints(config.num_timezones, shape, g), _ints(24, shape, g) + 1, _ints(7, shape, g) + 1],
+        -1,
+    )
+    return {
+        f"{prefix}_post_hash": random_rows((b, n, 2), config.post_offset, config.num_post_rows, g),
+        f"{prefix}_author_hash": random_rows(
+            (b, n, 2), config.author_offset, config.num_author_rows, g
+        ),
+        f"{prefix}_surface": _ints(config.num_surfaces, shape, g),
+        f"{prefix}_time": torch.stack([impression, created], -1),
+        f"{prefix}_context": context,
+        f"{prefix}_follow": _ints(2, (b, n, 2), g),
+        f"{prefix}_counts": _ints(100_000, (b, n, config.num_counts), g),
+        f"{prefix}_sids": sids,
+    }
+
+
 def random_history(
     config: ModelConfig,
     batch: int = 1,
@@ -23,22 +86,18 @@ def random_history(
     valid_len: int | None = None,
     generator: torch.Generator | None = None,
 ) -> HistoryInputs:
-    """A batch of histories; slots from `valid_len` on are padding (all-zero rows and actions)."""
+    """A batch of left-aligned histories; slots from `valid_len` on are padding (all zeros)."""
     s = config.history_len if history_len is None else history_len
     valid = s if valid_len is None else valid_len
-    post = random_rows((batch, s, 2), config.post_offset, config.num_post_rows, generator)
-    author = random_rows((batch, s, 2), config.author_offset, config.num_author_rows, generator)
-    actions = (torch.rand(batch, s, config.num_actions, generator=generator) < 0.15).float()
-    post[:, valid:] = 0
-    author[:, valid:] = 0
-    actions[:, valid:] = 0
-    return HistoryInputs(
-        user_hash=random_rows((batch, 2), config.user_offset, config.num_user_rows, generator),
-        history_post_hash=post,
-        history_author_hash=author,
-        history_actions=actions,
-        history_surface=torch.randint(0, config.num_surfaces, (batch, s), generator=generator),
-    )
+    fields = _sequence(config, "history", (batch, s), generator)
+    actions = torch.rand(batch, s, config.num_action_columns, generator=generator) < 0.1
+    actions[..., 0] = False  # X's column 0 (INVALID_NAME) is never set
+    fields["history_actions"] = actions.float()
+    fields["history_dwell"] = torch.rand(batch, s, generator=generator) * 40
+    for name, value in fields.items():
+        value[:, valid:] = 0
+        fields[name] = value
+    return HistoryInputs(**fields)
 
 
 def random_candidates(
@@ -47,15 +106,21 @@ def random_candidates(
     num_candidates: int = 8,
     generator: torch.Generator | None = None,
 ) -> CandidateInputs:
-    shape = (batch, num_candidates, 2)
-    return CandidateInputs(
-        candidate_post_hash=random_rows(shape, config.post_offset, config.num_post_rows, generator),
-        candidate_author_hash=random_rows(
-            shape, config.author_offset, config.num_author_rows, generator
-        ),
-        candidate_surface=torch.randint(
-            0, config.num_surfaces, (batch, num_candidates), generator=generator
-        ),
+    fields = _sequence(config, "candidate", (batch, num_candidates), generator)
+    fields["candidate_stale"] = _ints(2, (batch, num_candidates), generator)
+    return CandidateInputs(**fields)
+
+
+def random_viewer(
+    config: ModelConfig,
+    batch: int = 1,
+    history_len: int | None = None,
+    valid_len: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ViewerInputs:
+    return ViewerInputs(
+        random_user(config, batch, generator),
+        random_history(config, batch, history_len, valid_len, generator),
     )
 
 
@@ -67,7 +132,7 @@ def random_ranker_inputs(
     valid_len: int | None = None,
     generator: torch.Generator | None = None,
 ) -> RankerInputs:
+    viewer = random_viewer(config, batch, history_len, valid_len, generator)
     return RankerInputs(
-        random_history(config, batch, history_len, valid_len, generator),
-        random_candidates(config, batch, num_candidates, generator),
+        viewer.user, viewer.history, random_candidates(config, batch, num_candidates, generator)
     )

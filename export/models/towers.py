@@ -132,9 +132,7 @@ class RetrievalModel(nn.Module):
         tokens = self.history_proj(torch.cat(parts, -1)) * math.sqrt(self.config.hash_width)
         return self.tfmr_proj(tokens), h.history_post_hash[..., 0] != 0
 
-    def embed_users(
-        self, history: HistoryInputs, *, x_user_tower_attention: bool = True
-    ) -> Tensor:
+    def embed_users(self, history: HistoryInputs, *, x_user_tower_attention: bool = True) -> Tensor:
         """User tower: [B, D] unit-norm embeddings (zero for a viewer with no history)."""
         if not is_building_graph():
             history.validate(self.config, history.history_post_hash.shape[0])

@@ -3,16 +3,17 @@
 Triton serves three models, each with a batch dimension (`max_batch_size > 0`, so the leading dim
 of every tensor is the batch B and is left out of the shapes below):
 
-    phoenix_ranker           user_hash [2], history_post_hash [S, 2], history_author_hash [S, 2],
-                             history_actions [S, A] f32, history_surface [S],
-                             candidate_post_hash [C, 2], candidate_author_hash [C, 2],
-                             candidate_surface [C]
-                             -> action_probs [C, A] f32, dwell_time [C] f32 (seconds)
-    phoenix_user_tower       the five user/history inputs -> user_embedding [D] f32
-    phoenix_candidate_tower  post_hash [2], author_hash [2] -> post_embedding [D] f32
+    phoenix_ranker           the viewer (user_*), the history (history_*, S = the config's
+                             history length) and the candidates (candidate_*, C dynamic) exactly
+                             as `export.models.inputs` lists them
+                             -> action_log_probs [C, N_a] f32 (log sigmoid of X's action logits,
+                                column i = X's ActionName i), continuous [C, N_cont] f32 (column
+                                1 = dwell time in seconds): X's serving outputs
+    phoenix_user_tower       the history_* inputs -> user_embedding [D] f32
+    phoenix_candidate_tower  post_hash [2], author_hash [2], sids [K] -> post_embedding [D] f32
 
-Index inputs are int64 rows of the shared embedding table (row 0 = padding); S is the config's
-history length (fixed), C the number of candidates (dynamic, -1 in a `TensorSpec`).
+Hash inputs are int64 rows of the model's embedding table (row 0 = padding); every integer input
+is int64 and every float input float32.
 
 `model_io(kind, config)` is the single source of truth for these names, dtypes and shapes: the
 ONNX exporter names the graph's tensors from it, and the Triton `config.pbtxt` writer reads it.
@@ -30,13 +31,13 @@ from torch import Tensor, nn
 
 from export.checkpoint import Checkpoint
 from export.models import (
-    CandidateInputs,
     HistoryInputs,
     PhoenixRanker,
     RankerInputs,
     RetrievalModel,
 )
-from export.models.sample import random_candidates, random_history
+from export.models.inputs import NUM_USER_CATEGORICAL, NUM_USER_FLOAT
+from export.models.sample import random_candidates, random_history, random_user
 from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
 from phoenix.serving import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
@@ -57,14 +58,42 @@ class TensorSpec:
     shape: tuple[int, ...]
 
 
-def _history_specs(config: ModelConfig) -> list[TensorSpec]:
-    s, a = config.history_len, config.num_actions
+def _user_specs(config: ModelConfig) -> list[TensorSpec]:
     return [
         TensorSpec("user_hash", "int64", (2,)),
-        TensorSpec("history_post_hash", "int64", (s, 2)),
-        TensorSpec("history_author_hash", "int64", (s, 2)),
-        TensorSpec("history_actions", "float32", (s, a)),
-        TensorSpec("history_surface", "int64", (s,)),
+        TensorSpec("user_ip_hash", "int64", (2,)),
+        TensorSpec("user_categorical", "int64", (NUM_USER_CATEGORICAL,)),
+        TensorSpec("user_float", "float32", (NUM_USER_FLOAT,)),
+        TensorSpec("user_apps", "float32", (config.num_apps,)),
+    ]
+
+
+def _sequence_specs(config: ModelConfig, prefix: str, n: int) -> list[TensorSpec]:
+    return [
+        TensorSpec(f"{prefix}_post_hash", "int64", (n, 2)),
+        TensorSpec(f"{prefix}_author_hash", "int64", (n, 2)),
+        TensorSpec(f"{prefix}_surface", "int64", (n,)),
+        TensorSpec(f"{prefix}_time", "int64", (n, 2)),
+        TensorSpec(f"{prefix}_context", "int64", (n, 3)),
+        TensorSpec(f"{prefix}_follow", "int64", (n, 2)),
+        TensorSpec(f"{prefix}_counts", "int64", (n, config.num_counts)),
+        TensorSpec(f"{prefix}_sids", "int64", (n, config.sid_levels)),
+    ]
+
+
+def _history_specs(config: ModelConfig) -> list[TensorSpec]:
+    s = config.history_len
+    return [
+        *_sequence_specs(config, "history", s),
+        TensorSpec("history_actions", "float32", (s, config.num_action_columns)),
+        TensorSpec("history_dwell", "float32", (s,)),
+    ]
+
+
+def _candidate_specs(config: ModelConfig) -> list[TensorSpec]:
+    return [
+        *_sequence_specs(config, "candidate", DYNAMIC),
+        TensorSpec("candidate_stale", "int64", (DYNAMIC,)),
     ]
 
 
@@ -72,25 +101,30 @@ def _refuse_negative(rows: Tensor, num_rows: int) -> Tensor:
     """Send negative indices past the table's end, so the lookup fails instead of wrapping.
 
     ONNX `Gather` reads index -1 as the last row (PyTorch refuses it); mapped to `num_rows`, a
-    negative index fails in ONNX Runtime like any other out-of-range row.
+    negative index fails in ONNX Runtime like any other out-of-range row. Every other integer
+    input is clipped into its vocabulary by the model itself, as X does.
     """
     return torch.where(rows < 0, torch.full_like(rows, num_rows), rows)
 
 
-def _history(config: ModelConfig, *tensors: Tensor) -> HistoryInputs:
-    user, post, author, actions, surface = tensors
-    rows, surfaces = config.table_rows, config.num_surfaces
-    return HistoryInputs(
-        user_hash=_refuse_negative(user, rows),
-        history_post_hash=_refuse_negative(post, rows),
-        history_author_hash=_refuse_negative(author, rows),
-        history_actions=actions.float(),
-        history_surface=_refuse_negative(surface, surfaces),
-    )
+def _guard_rows(config: ModelConfig, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`_refuse_negative` on every table-row input; floats cast to float32."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith("_hash"):
+            t = _refuse_negative(t, config.table_rows)
+        elif torch.is_floating_point(t):
+            t = t.float()
+        out[name] = t
+    return out
+
+
+def _names(specs: list[TensorSpec]) -> list[str]:
+    return [spec.name for spec in specs]
 
 
 class RankerForExport(nn.Module):
-    """`phoenix_ranker`: the one-pass ranker -> (action_probs [B, C, A], dwell_time [B, C])."""
+    """`phoenix_ranker`: the one-pass ranker -> (action_log_probs [B, C, N_a], continuous)."""
 
     name: ClassVar[str] = RANKER
 
@@ -98,50 +132,23 @@ class RankerForExport(nn.Module):
         super().__init__()
         self.ranker = ranker
         self.config = ranker.config
+        self._input_names = _names(self.inputs(self.config))
 
     @classmethod
     def inputs(cls, config: ModelConfig) -> list[TensorSpec]:
-        return [
-            *_history_specs(config),
-            TensorSpec("candidate_post_hash", "int64", (DYNAMIC, 2)),
-            TensorSpec("candidate_author_hash", "int64", (DYNAMIC, 2)),
-            TensorSpec("candidate_surface", "int64", (DYNAMIC,)),
-        ]
+        return [*_user_specs(config), *_history_specs(config), *_candidate_specs(config)]
 
     @classmethod
     def outputs(cls, config: ModelConfig) -> list[TensorSpec]:
         return [
-            TensorSpec("action_probs", "float32", (DYNAMIC, config.num_actions)),
-            TensorSpec("dwell_time", "float32", (DYNAMIC,)),
+            TensorSpec("action_log_probs", "float32", (DYNAMIC, config.num_action_columns)),
+            TensorSpec("continuous", "float32", (DYNAMIC, config.num_continuous)),
         ]
 
-    def forward(
-        self,
-        user_hash: Tensor,
-        history_post_hash: Tensor,
-        history_author_hash: Tensor,
-        history_actions: Tensor,
-        history_surface: Tensor,
-        candidate_post_hash: Tensor,
-        candidate_author_hash: Tensor,
-        candidate_surface: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        config = self.config
-        history = _history(
-            config,
-            user_hash,
-            history_post_hash,
-            history_author_hash,
-            history_actions,
-            history_surface,
-        )
-        candidates = CandidateInputs(
-            candidate_post_hash=_refuse_negative(candidate_post_hash, config.table_rows),
-            candidate_author_hash=_refuse_negative(candidate_author_hash, config.table_rows),
-            candidate_surface=_refuse_negative(candidate_surface, config.num_surfaces),
-        )
-        out = self.ranker(RankerInputs(history, candidates))
-        return out.action_probs, out.dwell_time
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, Tensor]:
+        named = _guard_rows(self.config, dict(zip(self._input_names, tensors, strict=True)))
+        out = self.ranker(RankerInputs.from_tensors(named))
+        return out.log_probs, out.continuous.float()
 
 
 class UserTowerForExport(nn.Module):
@@ -153,6 +160,7 @@ class UserTowerForExport(nn.Module):
         super().__init__()
         self.retrieval = retrieval
         self.config = retrieval.config
+        self._input_names = _names(self.inputs(self.config))
 
     @classmethod
     def inputs(cls, config: ModelConfig) -> list[TensorSpec]:
@@ -162,23 +170,9 @@ class UserTowerForExport(nn.Module):
     def outputs(cls, config: ModelConfig) -> list[TensorSpec]:
         return [TensorSpec("user_embedding", "float32", (config.emb_dim,))]
 
-    def forward(
-        self,
-        user_hash: Tensor,
-        history_post_hash: Tensor,
-        history_author_hash: Tensor,
-        history_actions: Tensor,
-        history_surface: Tensor,
-    ) -> Tensor:
-        history = _history(
-            self.config,
-            user_hash,
-            history_post_hash,
-            history_author_hash,
-            history_actions,
-            history_surface,
-        )
-        return self.retrieval.embed_users(history).float()
+    def forward(self, *tensors: Tensor) -> Tensor:
+        named = _guard_rows(self.config, dict(zip(self._input_names, tensors, strict=True)))
+        return self.retrieval.embed_users(HistoryInputs(**named)).float()
 
 
 class CandidateTowerForExport(nn.Module):
@@ -196,16 +190,17 @@ class CandidateTowerForExport(nn.Module):
         return [
             TensorSpec("post_hash", "int64", (2,)),
             TensorSpec("author_hash", "int64", (2,)),
+            TensorSpec("sids", "int64", (config.sid_levels,)),
         ]
 
     @classmethod
     def outputs(cls, config: ModelConfig) -> list[TensorSpec]:
         return [TensorSpec("post_embedding", "float32", (config.emb_dim,))]
 
-    def forward(self, post_hash: Tensor, author_hash: Tensor) -> Tensor:
+    def forward(self, post_hash: Tensor, author_hash: Tensor, sids: Tensor) -> Tensor:
         rows = self.config.table_rows
         return self.retrieval.embed_posts(
-            _refuse_negative(post_hash, rows), _refuse_negative(author_hash, rows)
+            _refuse_negative(post_hash, rows), _refuse_negative(author_hash, rows), sids
         ).float()
 
 
@@ -259,24 +254,21 @@ def example_inputs(
 ) -> tuple[Tensor, ...]:
     """Random valid inputs for `kind`, positionally in `model_io` order."""
     history = random_history(config, batch=batch, generator=generator)
-    history_args = (
-        history.user_hash,
-        history.history_post_hash,
-        history.history_author_hash,
-        history.history_actions,
-        history.history_surface,
-    )
     if kind == USER_TOWER:
-        return history_args
+        return tuple(history.tensors().values())
     candidates = random_candidates(
         config, batch=batch, num_candidates=num_candidates, generator=generator
     )
     if kind == RANKER:
+        user = random_user(config, batch=batch, generator=generator)
         return (
-            *history_args,
-            candidates.candidate_post_hash,
-            candidates.candidate_author_hash,
-            candidates.candidate_surface,
+            *user.tensors().values(),
+            *history.tensors().values(),
+            *candidates.tensors().values(),
         )
     # The candidate tower embeds one post per batch row.
-    return candidates.candidate_post_hash[:, 0], candidates.candidate_author_hash[:, 0]
+    return (
+        candidates.candidate_post_hash[:, 0],
+        candidates.candidate_author_hash[:, 0],
+        candidates.candidate_sids[:, 0],
+    )

@@ -121,7 +121,9 @@ def export_repository(
             staging.mkdir()
             built[name] = _target_files(name, checkpoint, checkpoint_dir, staging, settings)
         for name, files in built.items():
-            version = _publish(name, checkpoint_dir, repository, settings, files, config)
+            version = _publish(
+                name, checkpoint_dir, repository, settings, files, checkpoint.config_for(name)
+            )
             log.info(
                 "%s: version %d (%s vs PyTorch max |diff| %s)",
                 name,
@@ -152,7 +154,7 @@ def _target_files(
     staging: Path,
     settings: ExportSettings,
 ) -> _TargetFiles:
-    config = checkpoint.config
+    config = checkpoint.config_for(name)
     if settings.target is Target.PYTORCH:
         return _pytorch_files(name, checkpoint, checkpoint_dir, settings)
     onnx_path = staging / "model.onnx"
@@ -187,7 +189,7 @@ def _pytorch_files(
         diff = check_parity(
             name,
             checkpoint,
-            checkpoint.config,
+            checkpoint.config_for(name),
             runner,
             runtime=runtime,
             per_unit=TOLERANCE_PER_UNIT[options.precision],
@@ -205,7 +207,7 @@ def _tensorrt_files(
     name: str, checkpoint: Checkpoint, onnx_path: Path, settings: ExportSettings
 ) -> _TargetFiles:
     """Build the engine, then check it against PyTorch on the GPU that built it."""
-    inputs, outputs = model_io(name, checkpoint.config)
+    inputs, outputs = model_io(name, checkpoint.config_for(name))
     plan = onnx_path.with_name("model.plan")
     limits = ProfileLimits(
         max_batch=_max_batch(name, settings),
@@ -230,7 +232,7 @@ def _tensorrt_files(
         diff = check_parity(
             name,
             checkpoint,
-            checkpoint.config,
+            checkpoint.config_for(name),
             engine,
             runtime=runtime,
             per_unit=per_unit,

@@ -11,12 +11,13 @@ from typing import Any
 
 from export.repository.model_config import TensorLike
 from phoenix import __version__
-from phoenix.actions import ACTIONS
+from phoenix.actions import ACTIONS, COLUMN_OF
 from phoenix.config import ModelConfig
 
 #: Which entity block each row-index input must fall in.
 _ROW_BLOCKS = {
     "user_hash": "user",
+    "user_ip_hash": "ip",
     "history_post_hash": "post",
     "candidate_post_hash": "post",
     "post_hash": "post",
@@ -25,7 +26,23 @@ _ROW_BLOCKS = {
     "author_hash": "author",
 }
 _SURFACE_INPUTS = {"history_surface", "candidate_surface"}
-_BINARY_INPUTS = {"history_actions"}
+_SID_INPUTS = {"history_sids", "candidate_sids", "sids"}
+_BINARY_INPUTS = {
+    "history_actions",
+    "history_follow",
+    "candidate_follow",
+    "candidate_stale",
+    "user_apps",
+}
+_NONNEGATIVE_INPUTS = {
+    "user_categorical",
+    "history_time",
+    "candidate_time",
+    "history_context",
+    "candidate_context",
+    "history_counts",
+    "candidate_counts",
+}
 
 
 def io_manifest(
@@ -43,6 +60,7 @@ def io_manifest(
     """
     blocks = {
         "user": (config.user_offset, config.num_user_rows),
+        "ip": (config.ip_offset, config.num_ip_rows),
         "post": (config.post_offset, config.num_post_rows),
         "author": (config.author_offset, config.num_author_rows),
     }
@@ -50,12 +68,19 @@ def io_manifest(
     def describe(spec: TensorLike) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
         if spec.name in _ROW_BLOCKS:
+            # An empty block (a model without IP rows) admits only 0: [offset + 1, offset - 1].
             offset, rows = blocks[_ROW_BLOCKS[spec.name]]
             entry["rows"] = [offset + 1, offset + rows - 1]
         if spec.name in _SURFACE_INPUTS:
             entry["below"] = config.num_surfaces
+        if spec.name in _SID_INPUTS:
+            entry["below"] = config.sid_codes + 1
         if spec.name in _BINARY_INPUTS:
             entry["binary"] = True
+        if spec.name in _NONNEGATIVE_INPUTS:
+            entry["nonnegative"] = True
+        if spec.dtype == "float32":
+            entry["finite"] = True
         if spec.name.startswith("candidate_"):
             entry["candidates_axis"] = 0
         return entry
@@ -83,7 +108,7 @@ def provenance(
         "checkpoint": str(checkpoint_dir.resolve()),
         "checkpoint_sha256": sha256_file(weights) if weights.is_file() else None,
         "model_config": config.model_dump(),
-        "actions": list(ACTIONS),
+        "action_columns": dict(zip(ACTIONS, COLUMN_OF, strict=True)),
         "target": target,
         "precision": precision,
         "parity_max_abs_diff": parity_max_abs_diff,

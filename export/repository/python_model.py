@@ -10,8 +10,8 @@ model.py, `torch_model.py`, subclasses it and replaces only `open_session`.)
 valid row ranges) and outputs. Triton itself checks names, dtypes and ranks against config.pbtxt;
 this model checks what Triton cannot: that the inputs of a request agree with each other (one
 batch size, one candidate count), index values (rows outside an entity's block, surfaces out of
-range, actions not 0/1) and the candidate limit, and answers each bad request with an error that
-names the field, without failing the other requests of the batch. (It checks dtypes and fixed
+range, flags not 0/1, negative counts or times, NaN) and the candidate limit, and answers each
+bad request with an error that names the field, without failing the other requests of the batch. (It checks dtypes and fixed
 dimensions again, cheaply: a request that slipped through would otherwise break the whole group
 it is concatenated with.)
 
@@ -162,6 +162,10 @@ def _check_values(spec: dict, array: np.ndarray) -> None:
     upper = spec.get("below")  # values must be in [0, below)
     if upper is not None and array.size and (array.min() < 0 or array.max() >= upper):
         raise RequestError(f"{name}: values must be in [0, {upper})")
+    if spec.get("nonnegative") and array.size and array.min() < 0:
+        raise RequestError(f"{name}: values must be >= 0, got {array.min()}")
+    if spec.get("finite") and array.size and not np.isfinite(array).all():
+        raise RequestError(f"{name}: values must be finite (no NaN or infinity)")
     if spec.get("binary") and array.size and not np.isin(array, (0.0, 1.0)).all():
         raise RequestError(f"{name}: values must be 0 or 1")
 

@@ -155,7 +155,7 @@ class TorchRunner:
         self.options = options
         self.device = resolve_device(options.device)
         self.dtype = DTYPES[options.precision]
-        self.inputs, self.outputs = model_io(kind, checkpoint.config)
+        self.inputs, self.outputs = model_io(kind, checkpoint.config_for(kind))
         # A copy: casting works in place, and the caller's checkpoint must stay as it was.
         module = copy.deepcopy(wrap(kind, checkpoint)).to(self.device)
         self._module: nn.Module = cast_for_inference(module, self.dtype).eval()
