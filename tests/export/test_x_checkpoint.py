@@ -337,3 +337,82 @@ def test_shard_slices_follow_the_mesh_row_major() -> None:
     both = shard_slices([6, 1], [["data", "model"]], mesh)
     assert [b[0] for b in both] == [slice(i, i + 1) for i in range(6)]
     assert shard_slices([], [], {"data": 1}) == [()]
+
+
+# Another model and geometry --------------------------------------------------------------------
+
+
+def _write_x_checkpoint(run_dir: Path, leaves: dict[tuple[str, ...], np.ndarray]) -> None:
+    """A checkpoint in X's layout, written here with TensorStore (zarr3 over OCDBT) like Orbax."""
+    import tensorstore as ts
+
+    orbax = run_dir / "orbax-ckpt"
+    orbax.mkdir(parents=True)
+    base = {"driver": "file", "path": str(orbax) + "/"}
+    context = ts.Context()
+    for keys, array in leaves.items():
+        name = ".".join(keys)
+        spec = {"driver": "zarr3", "kvstore": {"driver": "ocdbt", "base": base, "path": name}}
+        store = ts.open(
+            spec, context=context, create=True, dtype=ts.dtype(array.dtype.name), shape=array.shape
+        ).result()
+        store.write(array).result()
+    tree = {
+        str(keys): {
+            "key_metadata": [{"key": k, "key_type": 2} for k in keys],
+            "value_metadata": {"value_type": "jax.Array", "skip_deserialize": False},
+        }
+        for keys in leaves
+    }
+    (orbax / "_METADATA").write_text(json.dumps({"tree_metadata": tree, "use_zarr3": True}))
+    mesh = {"stage": 1, "expert": 1, "replica": 1, "data": 1, "seq": 1, "model": 1}
+    names = {".".join(k): a for k, a in leaves.items()}
+    doc = {
+        "version": 3,
+        "format": {"shard_checksums": "adler32", "global_checksums": "global_adler32"},
+        "shapes": {n: list(a.shape) for n, a in names.items()},
+        "dtypes": {n: a.dtype.str for n, a in names.items()},
+        "shardings": {n: {"spec": [None] * a.ndim, "mesh": mesh} for n, a in names.items()},
+        "shard_checksums": {n: [zlib.adler32(a.tobytes())] for n, a in names.items()},
+        "global_checksums": {n: zlib.adler32(a.tobytes()) for n, a in names.items()},
+    }
+    (run_dir / "checksums.0.json").write_text(json.dumps(doc))
+
+
+def test_a_two_tower_checkpoint_of_another_geometry_reads_the_same_way(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    with np.load(DATA / "two_tower_golden_full.npz", allow_pickle=False) as golden:
+        names = [k.removeprefix("param/") for k in golden.files if k.startswith("param/")]
+        shapes = {n: golden[f"param/{n}"].shape for n in names}
+    # Every parameter name of X's two-tower model, at other shapes (every dimension grown by 3).
+    params = {
+        n: rng.standard_normal([d + 3 for d in s]).astype(np.float32) for n, s in shapes.items()
+    }
+    table = rng.standard_normal((300, 48)).astype(ml_dtypes.bfloat16)
+    table[0] = 0
+    leaves: dict[tuple[str, ...], np.ndarray] = {
+        ("params", *n.rsplit("/", 1)): a for n, a in params.items()
+    }
+    leaves[("emb_table",)] = table
+    leaves[("opt_state", "count")] = np.array(7, dtype=np.int32)  # not read
+    run_dir = (
+        tmp_path
+        / "xrecsys_two_tower_nano_offline_kafka_dump"
+        / "elapsed_samples_000000000000000064"
+        / "r1"
+    )
+    _write_x_checkpoint(run_dir, leaves)
+
+    got = read_x_checkpoint(tmp_path)
+    assert (got.config_name, got.step, got.run) == (
+        "xrecsys_two_tower_nano_offline_kafka_dump",
+        64,
+        "r1",
+    )
+    assert sorted(got.params) == sorted(names)
+    assert got.params["~/temperature"].shape == ()  # a scalar leaf
+    for name, want in params.items():
+        assert np.array_equal(got.params[name], want), name
+    assert got.emb_table.dtype == np.float32
+    assert np.array_equal(got.emb_table, table.astype(np.float32))
+    assert "opt_state.count" not in got.checksums
