@@ -5,6 +5,7 @@ the offending field, so callers can map them to CLI messages or HTTP statuses in
     ├── ConfigError       a configuration value is missing, malformed or inconsistent
     ├── InputError        a tensor or request does not match what the model expects
     ├── CheckpointError   a checkpoint directory is missing, malformed or does not fit its config
+    │   └── CheckpointImportError   a checkpoint written by X's trainer cannot be read or verified
     ├── WorldError        a synthetic-world directory is missing or malformed
     ├── ExportError       a model cannot be exported, or its exported graph disagrees with PyTorch
     └── ServingError      the Triton server or a served model cannot start or answer
@@ -27,6 +28,10 @@ class InputError(PhoenixError, ValueError):
 
 class CheckpointError(PhoenixError):
     """A checkpoint cannot be read or does not match its configuration."""
+
+
+class CheckpointImportError(CheckpointError):
+    """A checkpoint written by X's own trainer is missing, unreadable or fails its checksums."""
 
 
 class WorldError(PhoenixError):

@@ -1,12 +1,19 @@
 """Hashing 64-bit ids to rows of the shared embedding table (DESIGN.md 4.1).
 
-Each entity kind (user, post, author) has two hash functions into its own block of the table:
+Each entity kind (user, post, author, IP address) has two hash functions into its own block of
+the table:
 
     h_j(id) = 0                                              if id == 0
             = ((id * s_j + b_j) mod M) mod (N - 1) + 1 + offset   otherwise
 
 with 64-bit two's-complement wrap-around on the arithmetic and a non-negative `mod M`. The
 orchestrator hashes (cheap NumPy); the models only ever see row indices.
+
+`HashLayout` is the layout of X's trainer and serving engine (xai-org/x-algorithm: `HashTable` in
+`phoenix/xrex/models/recsys_embedding.py`, `HashTableConfig` in the Rust `xai-recsys` crate): row 0
+is padding, rows 1..64 are reserved, and the blocks of N rows each start at offsets 65 (users),
+65 + N_user (posts), then authors, then IP addresses. A block of 0 rows is X's way of turning an
+entity off: users then all hash to row 1 (first function) and 0 (second), IP addresses to 0.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from phoenix.config import ModelConfig
-from phoenix.errors import InputError
+from phoenix.errors import ConfigError, InputError
 
 
 class Entity(str, Enum):
     USER = "user"
     POST = "post"
     AUTHOR = "author"
+    IP = "ip"
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,11 @@ HASH_PARAMS: dict[Entity, HashParams] = {
     Entity.USER: HashParams((196742702, 1852108266), (1935840681, 167407236), 2859568897),
     Entity.POST: HashParams((2161410491, 1754358832), (1935840681, 167407236), 2361375383),
     Entity.AUTHOR: HashParams((371965780, 328930218), (139686260, 37755056), 631860353),
+    Entity.IP: HashParams((529482163, 1327604891), (742961053, 318205477), 1073741789),
 }
+
+#: X's first block offset: row 0 is padding and rows 1..64 are reserved.
+X_FIRST_OFFSET = 1 + 64
 
 
 def _as_id_array(ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
@@ -76,17 +88,121 @@ def hash_rows(
     return out
 
 
-class IdHasher:
-    """Hashes users, posts and authors into the table laid out by one `ModelConfig`."""
+@dataclass(frozen=True)
+class HashLayout:
+    """X's table layout: the rows of each entity's block, with offsets derived as X derives them.
 
-    def __init__(self, config: ModelConfig) -> None:
-        self.config = config
+    `item_hash_rows` is X's `item_hash_vocab_size`: when non-zero, posts hash into that many rows
+    instead of `item_rows`, while the author block still starts `item_rows` after the post block
+    (X's two-tower model sets `item_rows` to 0, so post and author rows overlap there; it only
+    uses post rows as a mask and a semantic-ID hash level, never to look up the table).
+    """
+
+    user_rows: int
+    item_rows: int
+    author_rows: int
+    ip_rows: int = 0
+    item_hash_rows: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("user_rows", "item_rows", "author_rows", "ip_rows", "item_hash_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # NumPy integers from array shapes
+        for name in ("user_rows", "ip_rows", "item_hash_rows"):
+            if getattr(self, name) == 1:
+                raise ConfigError(f"{name} must be 0 (off) or at least 2, got 1")
+        if self.item_buckets < 2:
+            raise ConfigError(
+                f"posts need at least 2 rows: item_rows={self.item_rows}, "
+                f"item_hash_rows={self.item_hash_rows}"
+            )
+        if self.author_rows < 2:
+            raise ConfigError(f"author_rows must be at least 2, got {self.author_rows}")
+
+    @property
+    def item_buckets(self) -> int:
+        """Rows posts hash into."""
+        return self.item_hash_rows or self.item_rows
+
+    @property
+    def user_offset(self) -> int:
+        return X_FIRST_OFFSET
+
+    @property
+    def item_offset(self) -> int:
+        return self.user_offset + self.user_rows
+
+    @property
+    def author_offset(self) -> int:
+        return self.item_offset + self.item_rows
+
+    @property
+    def ip_offset(self) -> int:
+        return self.author_offset + self.author_rows
+
+    def rows(self, entity: Entity | str) -> range:
+        """The table rows that non-zero ids of `entity` can hash to."""
+        buckets, offset = self._block(Entity(entity))
+        if buckets == 0:
+            return range(1, 2) if Entity(entity) is Entity.USER else range(0)
+        return range(offset + 1, offset + buckets)
+
+    def _block(self, entity: Entity) -> tuple[int, int]:
+        return {
+            Entity.USER: (self.user_rows, self.user_offset),
+            Entity.POST: (self.item_buckets, self.item_offset),
+            Entity.AUTHOR: (self.author_rows, self.author_offset),
+            Entity.IP: (self.ip_rows, self.ip_offset),
+        }[entity]
+
+
+def _config_blocks(config: ModelConfig) -> dict[Entity, tuple[int, int]]:
+    """The blocks of a `ModelConfig`'s own table layout, which has no IP block."""
+    return {
+        Entity.USER: (config.num_user_rows, config.user_offset),
+        Entity.POST: (config.num_post_rows, config.post_offset),
+        Entity.AUTHOR: (config.num_author_rows, config.author_offset),
+        Entity.IP: (0, 0),
+    }
+
+
+class IdHasher:
+    """Hashes users, posts, authors and IP addresses into one table layout.
+
+    Given a `HashLayout`, rows are exactly X's; given a `ModelConfig`, its own layout is used.
+    """
+
+    def __init__(self, layout: HashLayout | ModelConfig) -> None:
+        self.layout = layout
+        #: The model config hashed for, when given one (callers read its history length).
+        self.config: ModelConfig | None = None
+        if isinstance(layout, HashLayout):
+            self.blocks = {e: layout._block(e) for e in Entity}
+        else:
+            self.config = layout
+            self.blocks = _config_blocks(layout)
+
+    def _hash(self, ids: npt.ArrayLike, entity: Entity) -> npt.NDArray[np.int64]:
+        buckets, offset = self.blocks[entity]
+        if buckets:
+            return hash_rows(ids, entity, buckets, offset)
+        # X's rule for an entity without a block: users keep a "present" bit, IPs vanish.
+        present = _as_id_array(ids) != 0
+        out = np.zeros((*present.shape, 2), dtype=np.int64)
+        if entity is Entity.USER:
+            out[..., 0] = present
+        return out
 
     def users(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        return hash_rows(ids, Entity.USER, self.config.num_user_rows, self.config.user_offset)
+        return self._hash(ids, Entity.USER)
 
     def posts(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        return hash_rows(ids, Entity.POST, self.config.num_post_rows, self.config.post_offset)
+        return self._hash(ids, Entity.POST)
 
     def authors(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        return hash_rows(ids, Entity.AUTHOR, self.config.num_author_rows, self.config.author_offset)
+        return self._hash(ids, Entity.AUTHOR)
+
+    def ips(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        return self._hash(ids, Entity.IP)
