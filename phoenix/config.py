@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from phoenix.errors import ConfigError
+
+if TYPE_CHECKING:
+    from phoenix.hashing import HashLayout
 
 #: X's table layout: rows 0..65 are padding and reserved; the user block starts after row 65
 #: (docs/FIDELITY.md, "Hashing").
@@ -62,19 +65,21 @@ class ModelConfig(BaseModel):
     norm_eps: float = Field(default=1e-5, gt=0, lt=1, description="RMSNorm epsilon.")
     # Hashed embedding table --------------------------------------------------------------------
     hash_width: int = Field(ge=1, le=8192, description="W: width of the shared embedding table.")
-    num_user_rows: int = Field(ge=2, description="U: user block size (U-1 rows are hashed to).")
-    num_post_rows: int = Field(ge=2, description="I: post (item) block size.")
+    num_user_rows: int = Field(
+        ge=0, description="U: user block size (U-1 rows are hashed to); 0 = no user block."
+    )
+    num_post_rows: int = Field(ge=0, description="I: post (item) block size in the table.")
+    num_post_hash_rows: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Rows posts hash into when the table holds no post block (X's item_hash_vocab_size: "
+            "the two-tower uses post rows only as a mask and a semantic-id hash); 0 = I."
+        ),
+    )
     num_author_rows: int = Field(ge=2, description="A: author block size.")
     num_ip_rows: int = Field(
         default=0, ge=0, description="IP block size; 0 = no IP hashes on the user token."
-    )
-    table_layout: Literal["stacked", "separate"] = Field(
-        default="stacked",
-        description=(
-            "'stacked': the user, post, author and IP blocks follow each other (X's ranker); "
-            "'separate': every block starts after the reserved rows (X's two-tower, whose table "
-            "holds only the author rows it reads)."
-        ),
     )
     vocab_rows: int | None = Field(
         default=None, ge=2, description="Rows of the table (X's input_vocab_size); None = just fit."
@@ -135,6 +140,11 @@ class ModelConfig(BaseModel):
             )
         if self.key_size % 2:
             raise ValueError(f"key_size must be even for rotary embeddings, got {self.key_size}")
+        for name in ("num_user_rows", "num_post_hash_rows", "num_ip_rows"):
+            if getattr(self, name) == 1:
+                raise ValueError(f"{name} must be 0 (off) or at least 2, got 1")
+        if max(self.num_post_rows, self.num_post_hash_rows) < 2:
+            raise ValueError("posts need at least 2 rows (num_post_rows or num_post_hash_rows)")
         if self.vocab_rows is not None and self.vocab_rows < self.min_vocab_rows:
             raise ValueError(
                 f"vocab_rows ({self.vocab_rows}) must hold the hashed blocks "
@@ -149,28 +159,40 @@ class ModelConfig(BaseModel):
         return math.ceil(self.ffn_widening * self.emb_dim / 32) * 32
 
     @property
+    def hash_layout(self) -> HashLayout:
+        """X's table layout for this config's blocks (`phoenix.hashing`)."""
+        from phoenix.hashing import HashLayout
+
+        return HashLayout(
+            user_rows=self.num_user_rows,
+            item_rows=self.num_post_rows,
+            author_rows=self.num_author_rows,
+            ip_rows=self.num_ip_rows,
+            item_hash_rows=self.num_post_hash_rows,
+        )
+
+    def rows(self, entity: str) -> range:
+        """The table rows that non-zero ids of `entity` (user, post, author, ip) hash to."""
+        return self.hash_layout.rows(entity)
+
+    @property
     def user_offset(self) -> int:
         return RESERVED_ROWS
 
     @property
     def post_offset(self) -> int:
-        return self._offset(self.user_offset + self.num_user_rows)
+        return self.user_offset + self.num_user_rows
 
     @property
     def author_offset(self) -> int:
-        return self._offset(self.post_offset + self.num_post_rows)
+        return self.post_offset + self.num_post_rows
 
     @property
     def ip_offset(self) -> int:
-        return self._offset(self.author_offset + self.num_author_rows)
-
-    def _offset(self, stacked: int) -> int:
-        return stacked if self.table_layout == "stacked" else RESERVED_ROWS
+        return self.author_offset + self.num_author_rows
 
     @property
     def min_vocab_rows(self) -> int:
-        if self.table_layout == "separate":
-            return RESERVED_ROWS + self.num_author_rows
         return self.ip_offset + self.num_ip_rows
 
     @property

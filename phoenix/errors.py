@@ -44,8 +44,3 @@ class ExportError(PhoenixError):
 
 class ServingError(PhoenixError):
     """The Triton server or a served model cannot start or answer."""
-
-
-class CheckpointImportError(CheckpointError):
-    """An X checkpoint that cannot be imported: a missing leaf, a shape, dtype or checksum that
-    does not match, an unknown config. Nothing is written."""

@@ -158,31 +158,21 @@ class HashLayout:
         }[entity]
 
 
-def _config_blocks(config: ModelConfig) -> dict[Entity, tuple[int, int]]:
-    """The blocks of a `ModelConfig`'s own table layout, which has no IP block."""
-    return {
-        Entity.USER: (config.num_user_rows, config.user_offset),
-        Entity.POST: (config.num_post_rows, config.post_offset),
-        Entity.AUTHOR: (config.num_author_rows, config.author_offset),
-        Entity.IP: (0, 0),
-    }
-
-
 class IdHasher:
-    """Hashes users, posts, authors and IP addresses into one table layout.
+    """Hashes users, posts, authors and IP addresses into X's table layout.
 
-    Given a `HashLayout`, rows are exactly X's; given a `ModelConfig`, its own layout is used.
+    Given a `ModelConfig`, the layout is the config's (`ModelConfig.hash_layout`), and `config`
+    stays available to callers that size features from it.
     """
 
     def __init__(self, layout: HashLayout | ModelConfig) -> None:
-        self.layout = layout
         #: The model config hashed for, when given one (callers read its history length).
         self.config: ModelConfig | None = None
-        if isinstance(layout, HashLayout):
-            self.blocks = {e: layout._block(e) for e in Entity}
-        else:
+        if not isinstance(layout, HashLayout):
             self.config = layout
-            self.blocks = _config_blocks(layout)
+            layout = layout.hash_layout
+        self.layout = layout
+        self.blocks = {e: layout._block(e) for e in Entity}
 
     def _hash(self, ids: npt.ArrayLike, entity: Entity) -> npt.NDArray[np.int64]:
         buckets, offset = self.blocks[entity]

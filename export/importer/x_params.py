@@ -136,6 +136,47 @@ def ranker_state(params: Params, config: ModelConfig) -> dict[str, npt.NDArray[A
     return out | trunk_state(params, config, "trunk.")
 
 
+def _trunk_geometry(params: Params, key_size: int, d: int) -> dict[str, Any]:
+    """Layers, heads, FFN width and norms from the stacked transformer's shapes."""
+    qkv = get(params, ATTN + "qkv/w")
+    q_width = get(params, ATTN + "out/w").shape[1]
+    kv_width = (qkv.shape[2] - q_width) // 2
+    for what, width in (("query", q_width), ("key/value", kv_width)):
+        if width <= 0 or width % key_size:
+            raise CheckpointImportError(
+                f"{ATTN}qkv/w: {what} width {width} is not a multiple of key size {key_size}"
+            )
+    return {
+        "emb_dim": int(d),
+        "num_layers": int(qkv.shape[0]),
+        "num_q_heads": q_width // key_size,
+        "num_kv_heads": kv_width // key_size,
+        "key_size": key_size,
+        "ffn_widening": get(params, LAYER + "up_proj/w").shape[2] / d,
+        "qk_norm": f"{ATTN}q_norm/scale" in params,
+        "post_sublayer_norm": f"{LAYER}post_attn_norm/scale" in params,
+    }
+
+
+def _sid_geometry(sid: npt.NDArray[Any], name: str, sid_levels: int) -> dict[str, Any]:
+    if sid.shape[0] % (sid_levels + 1):
+        raise CheckpointImportError(
+            f"{name}: {sid.shape[0]} rows do not split into {sid_levels} + 1 levels"
+        )
+    return {
+        "sid_levels": sid_levels,
+        "sid_codes": sid.shape[0] // (sid_levels + 1) - 1,
+        "sid_dim": int(sid.shape[1]),
+    }
+
+
+def _config(fields: dict[str, Any]) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(fields)
+    except Exception as exc:  # ConfigError names the field
+        raise CheckpointImportError(f"the checkpoint's shapes give no valid config: {exc}") from exc
+
+
 def ranker_config_from_params(
     params: Params,
     *,
@@ -147,37 +188,15 @@ def ranker_config_from_params(
     max_candidates: int = 2800,
 ) -> ModelConfig:
     """The ranker's geometry from its parameter shapes plus what shapes cannot tell."""
-    qkv = get(params, ATTN + "qkv/w")
     unembed = get(params, HEADS + "unembeddings")
-    out_w = get(params, ATTN + "out/w")
     table = get(params, EMB_TABLE)
-    sid = get(params, "~/feat_prep_post_sid_combined")
-    d = unembed.shape[0]
-    q_width = out_w.shape[1]
-    kv_width = (qkv.shape[2] - q_width) // 2
-    for what, width in (("query", q_width), ("key/value", kv_width)):
-        if width <= 0 or width % key_size:
-            raise CheckpointImportError(
-                f"{ATTN}qkv/w: {what} width {width} is not a multiple of key size {key_size}"
-            )
-    if sid.shape[0] % (sid_levels + 1):
-        raise CheckpointImportError(
-            f"~/feat_prep_post_sid_combined: {sid.shape[0]} rows do not split into "
-            f"{sid_levels} + 1 levels"
-        )
     users, posts, authors, ips = table_blocks
     loc = get(params, "~/user_feat_location_proj")
     count_in = get(params, "~/hist_count_lograw_mlp_in")
+    sid = get(params, "~/feat_prep_post_sid_combined")
     fields: dict[str, Any] = {
         "name": name,
-        "emb_dim": int(d),
-        "num_layers": int(qkv.shape[0]),
-        "num_q_heads": q_width // key_size,
-        "num_kv_heads": kv_width // key_size,
-        "key_size": key_size,
-        "ffn_widening": get(params, LAYER + "up_proj/w").shape[2] / d,
-        "qk_norm": f"{ATTN}q_norm/scale" in params,
-        "post_sublayer_norm": f"{LAYER}post_attn_norm/scale" in params,
+        **_trunk_geometry(params, key_size, unembed.shape[0]),
         "hash_width": int(table.shape[1]),
         "num_user_rows": users,
         "num_post_rows": posts,
@@ -197,16 +216,11 @@ def ranker_config_from_params(
         "num_location_freqs": int(loc.shape[0]) // 4,
         "num_apps": int(get(params, "~/user_feat_installed_apps_proj").shape[0]),
         "num_age_brackets": int(get(params, "~/user_feat_age_bracket_emb").shape[0]),
-        "sid_levels": sid_levels,
-        "sid_codes": sid.shape[0] // (sid_levels + 1) - 1,
-        "sid_dim": int(sid.shape[1]),
+        **_sid_geometry(sid, "~/feat_prep_post_sid_combined", sid_levels),
         "num_action_columns": int(unembed.shape[1]),
         "num_continuous": int(get(params, HEADS + "continuous_unembeddings").shape[1]),
     }
-    try:
-        return ModelConfig.from_dict(fields)
-    except Exception as exc:  # ConfigError names the field
-        raise CheckpointImportError(f"the checkpoint's shapes give no valid config: {exc}") from exc
+    return _config(fields)
 
 
 TWO_TOWER = "recsys_two_tower_model/"
@@ -231,5 +245,49 @@ def retrieval_state(params: Params, config: ModelConfig) -> dict[str, npt.NDArra
     if config.sid_width != config.hash_width:
         out["sids.proj.weight"] = get(params, TWO_TOWER + "post_sid_proj").T
     if config.hash_width != config.emb_dim:
-        out["tfmr_proj.weight"] = get(params, TWO_TOWER + "tfmr_proj").T
+        out["tfmr_proj.weight"] = get(params, TWO_TOWER + "tfmr_proj/w").T
     return out | trunk_state(params, config, "user_trunk.")
+
+
+def retrieval_config_from_params(
+    params: Params,
+    *,
+    name: str,
+    key_size: int,
+    history_len: int,
+    table_blocks: tuple[int, int, int, int],
+    post_hash_rows: int,
+    sid_levels: int,
+    num_action_columns: int = 64,
+) -> ModelConfig:
+    """The two-tower model's geometry from its parameter shapes plus what shapes cannot tell."""
+    table = get(params, EMB_TABLE)
+    users, posts, authors, ips = table_blocks
+    width = int(table.shape[1])
+    hidden = get(params, CANDIDATE_TOWER + "1/w")
+    fields: dict[str, Any] = {
+        "name": name,
+        **_trunk_geometry(params, key_size, get(params, HEADS + "final_layer_norm/scale").shape[0]),
+        "hash_width": width,
+        "num_user_rows": users,
+        "num_post_rows": posts,
+        "num_post_hash_rows": post_hash_rows,
+        "num_author_rows": authors,
+        "num_ip_rows": ips,
+        "vocab_rows": int(table.shape[0]),
+        "history_len": history_len,
+        "num_timezones": int(get(params, TWO_TOWER + "ctx_cat_timezone_emb").shape[0]),
+        "num_hours": int(get(params, TWO_TOWER + "ctx_cat_local_hour_of_day_emb").shape[0]),
+        "num_days_of_week": int(get(params, TWO_TOWER + "ctx_cat_local_day_of_week_emb").shape[0]),
+        "ctx_timezone_dim": int(get(params, TWO_TOWER + "ctx_cat_timezone_emb").shape[1]),
+        "ctx_hour_dim": int(get(params, TWO_TOWER + "ctx_cat_local_hour_of_day_emb").shape[1]),
+        "ctx_day_dim": int(get(params, TWO_TOWER + "ctx_cat_local_day_of_week_emb").shape[1]),
+        **_sid_geometry(
+            get(params, TWO_TOWER + "post_sid_combined"), "post_sid_combined", sid_levels
+        ),
+        "sid_cross_attention": True,
+        "candidate_hidden": int(hidden.shape[1]),
+        # The signed action table is [1, W] whatever the columns: X's output vocabulary (64).
+        "num_action_columns": num_action_columns,
+    }
+    return _config(fields)

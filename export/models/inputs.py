@@ -97,11 +97,8 @@ class UserInputs:
         )
         check_tensor(self.user_float, "user_float", (b, NUM_USER_FLOAT), None)
         check_tensor(self.user_apps, "user_apps", (b, config.num_apps), None)
-        check_rows(self.user_hash, "user_hash", config.user_offset, config.num_user_rows)
-        if config.num_ip_rows:
-            check_rows(self.user_ip_hash, "user_ip_hash", config.ip_offset, config.num_ip_rows)
-        elif self.user_ip_hash.numel() and bool((self.user_ip_hash != 0).any()):
-            raise InputError("user_ip_hash: this model has no IP rows; send zeros")
+        check_rows(self.user_hash, "user_hash", config.rows("user"))
+        check_rows(self.user_ip_hash, "user_ip_hash", config.rows("ip"))
         check_nonnegative(self.user_categorical, "user_categorical")
         check_float(self.user_float, "user_float")
         check_binary(self.user_apps, "user_apps")
@@ -258,10 +255,8 @@ def check_sequence(obj: object, prefix: str, config: ModelConfig, b: int, n: int
     }
     for name, shape in shapes.items():
         check_tensor(get(name), f"{prefix}_{name}", shape, INT_DTYPES)
-    check_rows(get("post_hash"), f"{prefix}_post_hash", config.post_offset, config.num_post_rows)
-    check_rows(
-        get("author_hash"), f"{prefix}_author_hash", config.author_offset, config.num_author_rows
-    )
+    check_rows(get("post_hash"), f"{prefix}_post_hash", config.rows("post"))
+    check_rows(get("author_hash"), f"{prefix}_author_hash", config.rows("author"))
     for name in ("surface", "time", "context", "follow", "counts"):
         check_nonnegative(get(name), f"{prefix}_{name}")
     check_binary(get("follow"), f"{prefix}_follow")
@@ -299,14 +294,18 @@ def check_tensor(
         raise InputError(f"{name}: expected an integer tensor (int64), got {t.dtype}")
 
 
-def check_rows(t: Tensor, name: str, offset: int, num_rows: int) -> None:
-    """Non-zero rows must fall inside the entity's block [offset + 1, offset + num_rows - 1]."""
+def check_rows(t: Tensor, name: str, rows: range) -> None:
+    """Non-zero rows must fall inside the entity's block (`ModelConfig.rows`)."""
     if t.numel() == 0:
         return
     nonzero = t[t != 0]
-    if nonzero.numel() and (nonzero.min() <= offset or nonzero.max() >= offset + num_rows):
+    if not nonzero.numel():
+        return
+    if not rows:
+        raise InputError(f"{name}: this model has no rows for it; send zeros")
+    if nonzero.min() < rows.start or nonzero.max() >= rows.stop:
         raise InputError(
-            f"{name}: rows must be 0 (padding) or in [{offset + 1}, {offset + num_rows - 1}], "
+            f"{name}: rows must be 0 (padding) or in [{rows.start}, {rows.stop - 1}], "
             f"got values in [{int(nonzero.min())}, {int(nonzero.max())}]"
         )
 

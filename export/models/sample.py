@@ -21,10 +21,12 @@ _WEEK_S = 7 * 24 * 3600
 
 
 def random_rows(
-    shape: tuple[int, ...], offset: int, num_rows: int, generator: torch.Generator | None = None
+    shape: tuple[int, ...], rows: range, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Rows drawn uniformly from one entity's block [offset + 1, offset + num_rows - 1]."""
-    return torch.randint(offset + 1, offset + num_rows, shape, generator=generator)
+    """Rows drawn uniformly from one entity's block (`ModelConfig.rows`); zeros if it is empty."""
+    if not rows:
+        return torch.zeros(shape, dtype=torch.long)
+    return torch.randint(rows.start, rows.stop, shape, generator=generator)
 
 
 def _ints(high: int, shape: tuple[int, ...], g: torch.Generator | None) -> Tensor:
@@ -35,18 +37,13 @@ def random_user(
     config: ModelConfig, batch: int = 1, generator: torch.Generator | None = None
 ) -> UserInputs:
     g = generator
-    ips = (
-        random_rows((batch, 2), config.ip_offset, config.num_ip_rows, g)
-        if config.num_ip_rows
-        else torch.zeros(batch, 2, dtype=torch.long)
-    )
     floats = torch.rand(batch, 4, generator=g)
     floats[:, 0] = floats[:, 0] * 360 - 180  # longitude
     floats[:, 1] = floats[:, 1] * 180 - 90  # latitude
     floats[:, 3] = 13 + floats[:, 3] * 60  # age in years
     return UserInputs(
-        user_hash=random_rows((batch, 2), config.user_offset, config.num_user_rows, g),
-        user_ip_hash=ips,
+        user_hash=random_rows((batch, 2), config.rows("user"), g),
+        user_ip_hash=random_rows((batch, 2), config.rows("ip"), g),
         user_categorical=_ints(10, (batch, NUM_USER_CATEGORICAL), g),
         user_float=floats,
         user_apps=(torch.rand(batch, config.num_apps, generator=g) < 0.2).float(),
@@ -66,10 +63,8 @@ def _sequence(
         -1,
     )
     return {
-        f"{prefix}_post_hash": random_rows((b, n, 2), config.post_offset, config.num_post_rows, g),
-        f"{prefix}_author_hash": random_rows(
-            (b, n, 2), config.author_offset, config.num_author_rows, g
-        ),
+        f"{prefix}_post_hash": random_rows((b, n, 2), config.rows("post"), g),
+        f"{prefix}_author_hash": random_rows((b, n, 2), config.rows("author"), g),
         f"{prefix}_surface": _ints(config.num_surfaces, shape, g),
         f"{prefix}_time": torch.stack([impression, created], -1),
         f"{prefix}_context": context,

@@ -160,6 +160,6 @@ def _check_post_inputs(
     check_tensor(post_hash, "post_hash", (n, 2), INT_DTYPES)
     check_tensor(author_hash, "author_hash", (n, 2), INT_DTYPES)
     check_tensor(sids, "sids", (n, config.sid_levels), INT_DTYPES)
-    check_rows(post_hash, "post_hash", config.post_offset, config.num_post_rows)
-    check_rows(author_hash, "author_hash", config.author_offset, config.num_author_rows)
+    check_rows(post_hash, "post_hash", config.rows("post"))
+    check_rows(author_hash, "author_hash", config.rows("author"))
     check_range(sids, "sids", config.sid_codes + 1)

@@ -58,19 +58,13 @@ def io_manifest(
     module from it, whatever name the model is served under (a copy served twice, as a benchmark
     does with and without batching, keeps working).
     """
-    blocks = {
-        "user": (config.user_offset, config.num_user_rows),
-        "ip": (config.ip_offset, config.num_ip_rows),
-        "post": (config.post_offset, config.num_post_rows),
-        "author": (config.author_offset, config.num_author_rows),
-    }
 
     def describe(spec: TensorLike) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
         if spec.name in _ROW_BLOCKS:
-            # An empty block (a model without IP rows) admits only 0: [offset + 1, offset - 1].
-            offset, rows = blocks[_ROW_BLOCKS[spec.name]]
-            entry["rows"] = [offset + 1, offset + rows - 1]
+            # An empty block (a model without IP rows) admits only 0: an empty [first, last].
+            rows = config.rows(_ROW_BLOCKS[spec.name])
+            entry["rows"] = [rows.start, rows.stop - 1] if rows else [1, 0]
         if spec.name in _SURFACE_INPUTS:
             entry["below"] = config.num_surfaces
         if spec.name in _SID_INPUTS:

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "world",
     "train",
     "evaluate",
+    "import_x",
     "export",
     "triton",
     "serve",
