@@ -9,6 +9,7 @@ shapes come from `wrappers.model_io`, the same source the `config.pbtxt` writer 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -44,16 +45,26 @@ _ONNX_DTYPES = {
 
 def _dynamic_shapes(
     inputs: Sequence[TensorSpec], max_batch: int, max_candidates: int
-) -> dict[str, dict[int, torch.export.Dim]]:
+) -> tuple[dict[int, torch.export.Dim], ...]:
+    """Per positional input (the wrappers take their tensors positionally), its dynamic axes."""
     batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     candidates = torch.export.Dim("candidates", min=1, max=max(max_candidates, 2))
-    shapes: dict[str, dict[int, torch.export.Dim]] = {}
+    shapes = []
     for spec in inputs:
         dims = {0: batch}
         for axis, size in enumerate(spec.shape, start=1):
             if size == DYNAMIC:
                 dims[axis] = candidates
-        shapes[spec.name] = dims
+        shapes.append(dims)
+    return tuple(shapes)
+
+
+def _for_signature(model: torch.nn.Module, shapes: tuple) -> tuple:  # type: ignore[type-arg]
+    """A wrapper whose `forward(*tensors)` takes its inputs as one varargs tuple needs them
+    nested one level down, as `torch.export` sees its arguments."""
+    params = inspect.signature(model.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return (shapes,)
     return shapes
 
 
@@ -100,7 +111,9 @@ def export_onnx(
                 dynamo=True,
                 input_names=[spec.name for spec in inputs],
                 output_names=[spec.name for spec in outputs],
-                dynamic_shapes=_dynamic_shapes(inputs, max_batch, max_candidates),
+                dynamic_shapes=_for_signature(
+                    model, _dynamic_shapes(inputs, max_batch, max_candidates)
+                ),
                 opset_version=OPSET,
                 optimize=True,
                 verbose=False,
