@@ -83,13 +83,20 @@ class SemanticIds(nn.Module):
     def hash_level(self, post_row: Tensor, sids: Tensor) -> Tensor:
         """X's extra level: a 32-bit mix of the post's first table row; 0 when the post has no ids.
 
-        int32 arithmetic emulated in int64 (two's complement wrap, arithmetic shift as a floor
-        division) so it exports to ONNX and runs the same on every runtime.
+        X computes `m = int32(row * 1540483477)`, `m ^= m >> 16` (arithmetic shift), `|m| % codes
+        + 1`. Emulated in int64 with masks and shifts of non-negative numbers only: the ONNX
+        exporter lowers integer division through float (off by one for large values), while
+        masks, shifts and `Mod` are exact on every runtime. A shift of a negative number is built
+        from the unsigned 32 bits and their sign.
         """
-        m = (post_row.long() % (1 << 32) * SID_HASH_MULTIPLIER) % (1 << 32)
-        m = torch.where(m >= (1 << 31), m - (1 << 32), m)  # as a signed int32
-        m = torch.bitwise_xor(m, torch.div(m, 1 << 16, rounding_mode="floor"))
-        code = torch.remainder(m.abs(), self.codes) + 1
+        low32 = (1 << 32) - 1
+        u = torch.bitwise_and(
+            torch.bitwise_and(post_row.long(), low32) * SID_HASH_MULTIPLIER, low32
+        )
+        sign = u >> 31  # 1 when the int32 is negative
+        m = u - (sign << 32)  # the int32 value
+        shifted = (u >> 16) - (sign << 16)  # m >> 16, arithmetic
+        code = torch.remainder(torch.bitwise_xor(m, shifted).abs(), self.codes) + 1
         return torch.where(sids[..., 0] != 0, code, torch.zeros_like(code))
 
     def forward(self, post_hash: Tensor, sids: Tensor) -> Tensor:
@@ -174,7 +181,9 @@ class SequenceFeatures(nn.Module):
         impression, created = time[..., IMPRESSION_TS].long(), time[..., CREATION_TS].long()
         age = impression - created
         known = (impression != 0) & (created != 0) & (age >= 0)
-        bucket = torch.div(age.clamp_min(0), self.post_age_bucket_s, rounding_mode="floor") + 1
+        # Clamped first so the division is exact even where an exporter lowers it through float32.
+        limit = self.post_age.num_embeddings * self.post_age_bucket_s
+        bucket = torch.div(age.clamp(0, limit), self.post_age_bucket_s, rounding_mode="floor") + 1
         return torch.where(known, bucket, torch.zeros_like(bucket))
 
     def counts(self, counts: Tensor) -> Tensor:

@@ -59,6 +59,8 @@ def io_manifest(
     does with and without batching, keeps working).
     """
 
+    input_names = {spec.name for spec in inputs}
+
     def describe(spec: TensorLike) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
         if spec.name in _ROW_BLOCKS:
@@ -73,7 +75,7 @@ def io_manifest(
             entry["binary"] = True
         if spec.name in _NONNEGATIVE_INPUTS:
             entry["nonnegative"] = True
-        if spec.dtype == "float32":
+        if spec.dtype == "float32" and spec.name in input_names:
             entry["finite"] = True
         if spec.name.startswith("candidate_"):
             entry["candidates_axis"] = 0

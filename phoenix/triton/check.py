@@ -60,14 +60,14 @@ def latest_io(repository: Path, model: str) -> tuple[str, dict[str, Any]]:
 
 
 def random_request(io: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One valid batch-1 request: rows inside their blocks, surfaces in range, 0/1 actions."""
+    """One valid batch-1 request: rows inside their blocks, codes in range, 0/1 flags."""
     candidates = min(CHECK_CANDIDATES, io.get("max_candidates") or CHECK_CANDIDATES)
     arrays = {}
     for spec in io["inputs"]:
         shape = [1, *(candidates if d == -1 else d for d in spec["shape"])]
         if "rows" in spec:
-            low, high = spec["rows"]
-            array = rng.integers(low, high + 1, size=shape)
+            low, high = spec["rows"]  # an empty block (no IP rows, say) admits only 0
+            array = rng.integers(low, high + 1, size=shape) if low <= high else np.zeros(shape)
         elif "below" in spec:
             array = rng.integers(0, spec["below"], size=shape)
         elif spec.get("binary"):

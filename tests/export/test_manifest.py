@@ -17,13 +17,18 @@ from export.onnx.wrappers import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWE
 from export.repository import manifest
 from export.repository.manifest import io_manifest, provenance, sha256_file
 from phoenix import __version__
-from phoenix.actions import ACTIONS, Action
+from phoenix.actions import ACTIONS, X_COLUMNS
 from phoenix.config import ModelConfig, get_config
 from phoenix.hashing import IdHasher
 
 #: Uneven block sizes, so that swapped offsets or sizes give different numbers.
 CONFIG = get_config("tiny").with_overrides(
-    history_len=6, num_user_rows=50, num_post_rows=400, num_author_rows=60, num_surfaces=9
+    history_len=6,
+    num_user_rows=50,
+    num_post_rows=400,
+    num_author_rows=60,
+    num_ip_rows=30,
+    num_surfaces=9,
 )
 PYTHON_MODEL = Path(manifest.__file__).with_name("python_model.py")
 
@@ -40,26 +45,30 @@ def block(config: ModelConfig, entity: str) -> list[int]:
         "user": (config.user_offset, config.num_user_rows),
         "post": (config.post_offset, config.num_post_rows),
         "author": (config.author_offset, config.num_author_rows),
+        "ip": (config.ip_offset, config.num_ip_rows),
     }[entity]
     return [offset + 1, offset + size - 1]
 
 
-def test_blocks_follow_the_config_layout() -> None:
-    # Reserved rows 1..64, then users (N-1 rows), posts, authors, ending at the table's last row.
-    assert block(CONFIG, "user") == [65, 65 + 49 - 1]
-    assert block(CONFIG, "post") == [65 + 49, 65 + 49 + 399 - 1]
-    assert block(CONFIG, "author") == [65 + 49 + 399, CONFIG.table_rows - 1]
+def test_blocks_follow_xs_layout() -> None:
+    # X: rows 0..65 reserved, then blocks of N at offsets 65, 65+U, 65+U+I, 65+U+I+A; each uses
+    # rows offset+1 .. offset+N-1; the table is rounded up to a multiple of 512 rows.
+    assert block(CONFIG, "user") == [66, 65 + 50 - 1]
+    assert block(CONFIG, "post") == [65 + 50 + 1, 65 + 50 + 400 - 1]
+    assert block(CONFIG, "author") == [65 + 450 + 1, 65 + 450 + 60 - 1]
+    assert block(CONFIG, "ip") == [65 + 510 + 1, 65 + 510 + 30 - 1]
+    assert CONFIG.table_rows == 1024
 
 
 @pytest.mark.parametrize(
     ("model", "field", "entity"),
     [
         (RANKER, "user_hash", "user"),
+        (RANKER, "user_ip_hash", "ip"),
         (RANKER, "history_post_hash", "post"),
         (RANKER, "history_author_hash", "author"),
         (RANKER, "candidate_post_hash", "post"),
         (RANKER, "candidate_author_hash", "author"),
-        (USER_TOWER, "user_hash", "user"),
         (USER_TOWER, "history_post_hash", "post"),
         (USER_TOWER, "history_author_hash", "author"),
         (CANDIDATE_TOWER, "post_hash", "post"),
@@ -70,11 +79,16 @@ def test_row_ranges_are_the_entity_blocks(model: str, field: str, entity: str) -
     assert entries(model)[field]["rows"] == block(CONFIG, entity)
 
 
-@pytest.mark.parametrize("entity", ["user", "post", "author"])
+@pytest.mark.parametrize("entity", ["user", "post", "author", "ip"])
 def test_every_hashed_row_is_inside_its_range(entity: str) -> None:
     """The orchestrator's hashing and the served model's checks agree on every row."""
     hasher = IdHasher(CONFIG)
-    hash_fn = {"user": hasher.users, "post": hasher.posts, "author": hasher.authors}[entity]
+    hash_fn = {
+        "user": hasher.users,
+        "post": hasher.posts,
+        "author": hasher.authors,
+        "ip": hasher.ips,
+    }[entity]
     ids = np.random.default_rng(0).integers(1, 2**63 - 1, size=20_000, dtype=np.int64)
     rows = hash_fn(ids)
     first, last = block(CONFIG, entity)
@@ -82,25 +96,39 @@ def test_every_hashed_row_is_inside_its_range(entity: str) -> None:
     assert rows.max() == last
 
 
-def test_surfaces_binary_and_candidate_axis_are_where_they_belong() -> None:
+BINARY = {"history_actions", "history_follow", "candidate_follow", "candidate_stale", "user_apps"}
+NONNEGATIVE = {
+    "user_categorical",
+    *(f"{p}_{f}" for p in ("history", "candidate") for f in ("time", "context", "counts")),
+}
+
+
+def test_value_checks_and_candidate_axis_are_where_they_belong() -> None:
     for model in MODEL_NAMES:
         for name, entry in entries(model).items():
-            assert entry.get("below") == (
-                CONFIG.num_surfaces if name.endswith("_surface") else None
-            )
-            assert entry.get("binary") == (True if name == "history_actions" else None)
+            if name.endswith("_surface"):
+                assert entry.get("below") == CONFIG.num_surfaces
+            elif name.endswith("sids"):
+                assert entry.get("below") == CONFIG.sid_codes + 1
+            else:
+                assert entry.get("below") is None, name
+            assert entry.get("binary") == (True if name in BINARY else None), name
+            assert entry.get("nonnegative") == (True if name in NONNEGATIVE else None), name
+            is_input = name in {spec.name for spec in model_io(model, CONFIG)[0]}
+            finite = is_input and entry["dtype"] == "float32"
+            assert entry.get("finite") == (True if finite else None), name
             candidate_input = model == RANKER and name.startswith("candidate_")
             assert entry.get("candidates_axis") == (0 if candidate_input else None), name
 
 
-def test_every_index_input_is_range_checked() -> None:
-    """An int64 input without `rows` or `below` would reach the graph unchecked."""
+def test_every_input_is_value_checked() -> None:
+    """An input without a value check would reach the graph unchecked."""
+    checks = ("rows", "below", "binary", "nonnegative", "finite")
     for model in MODEL_NAMES:
         inputs, _ = model_io(model, CONFIG)
         doc = entries(model)
         for spec in inputs:
-            if spec.dtype == "int64":
-                assert ("rows" in doc[spec.name]) != ("below" in doc[spec.name]), spec.name
+            assert any(check in doc[spec.name] for check in checks), spec.name
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
@@ -184,8 +212,9 @@ def test_provenance_records_checkpoint_config_taxonomy_and_build(checkpoint_dir:
     assert doc["checkpoint_sha256"] == hashlib.sha256(weights).hexdigest()
     assert doc["checkpoint"] == str(checkpoint_dir.resolve())
     assert ModelConfig.from_dict(doc["model_config"]) == config
-    assert doc["actions"] == list(ACTIONS)
-    assert doc["actions"][Action.NOT_DWELLED] == "not_dwelled"
+    assert doc["action_columns"] == {a.name.lower(): col for a, col in X_COLUMNS.items()}
+    assert list(doc["action_columns"]) == list(ACTIONS)
+    assert doc["action_columns"]["not_dwelled"] == 12  # CLIENT_TWEET_RECAP_NOT_DWELLED
     assert (doc["target"], doc["precision"], doc["parity_max_abs_diff"]) == (
         "tensorrt",
         "bf16",
