@@ -133,8 +133,10 @@ class UserFeatures(nn.Module):
     def forward(self, user: UserInputs) -> Tensor:
         """-> [B, D]"""
         cat, flt = user.user_categorical, user.user_float.float()
-        lat = math.pi * flt[:, USER_LATITUDE] / 90.0
-        lon = math.pi * flt[:, USER_LONGITUDE] / 180.0
+        # One constant multiply each (not pi * x / 90): every runtime then rounds the same way,
+        # which matters because the top frequency scales the angle by 128.
+        lat = flt[:, USER_LATITUDE] * (math.pi / 90.0)
+        lon = flt[:, USER_LONGITUDE] * (math.pi / 180.0)
         bands = 2.0 ** torch.arange(self.freqs, device=flt.device, dtype=torch.float32)
         lat_b, lon_b = lat[:, None] * bands, lon[:, None] * bands  # [B, F]
         geo = torch.cat([lat_b.sin(), lat_b.cos(), lon_b.sin(), lon_b.cos()], -1)  # [B, 4F]

@@ -48,8 +48,13 @@ class RankerOutput(NamedTuple):
 
     @property
     def log_probs(self) -> Tensor:
-        """What X's serving returns: log sigmoid of the logits."""
-        return F.logsigmoid(self.logits.float())
+        """What X's serving returns: log sigmoid of the logits.
+
+        Written out as min(x, 0) - log1p(exp(-|x|)): exported as is, `logsigmoid` becomes
+        ONNX Runtime's approximate Sigmoid, off by 2e-3 at x = -11.
+        """
+        x = self.logits.float()
+        return torch.clamp(x, max=0.0) - torch.log1p(torch.exp(-x.abs()))
 
     @property
     def probs(self) -> Tensor:
