@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export.checkpoint import Checkpoint
-from export.models import HistoryInputs
+from export.models import HistoryInputs, UserInputs
 from export.onnx.exporter import PARITY_TOLERANCE, export_onnx, onnx_io, verify_onnx
 from export.onnx.wrappers import (
     CANDIDATE_TOWER,
@@ -83,7 +83,7 @@ def test_graph_tensors_follow_the_contract(name: str, graphs: dict[str, Path]) -
 def test_ranker_candidate_dims_are_symbolic(graphs: dict[str, Path]) -> None:
     session = _session(graphs[RANKER])
     shapes = {v.name: v.shape for v in [*session.get_inputs(), *session.get_outputs()]}
-    for name in ("candidate_post_hash", "candidate_surface", "action_probs", "dwell_time"):
+    for name in ("candidate_post_hash", "candidate_surface", "action_log_probs", "continuous"):
         assert isinstance(shapes[name][1], str), name
     assert shapes["history_post_hash"][1:] == [SMALL.history_len, 2]
 
@@ -107,19 +107,13 @@ def test_padded_history_matches_pytorch(
     """Viewers with short histories (garbage in the padded slots) agree too."""
     gen = torch.Generator().manual_seed(5)
     args = list(example_inputs(name, SMALL, 3, 9, gen))
-    history = pad_history(_history_of(args), [0, 4, SMALL.history_len], gen)
-    args[1:5] = [
-        history.history_post_hash,
-        history.history_author_hash,
-        history.history_actions,
-        history.history_surface,
-    ]
+    # The ranker's inputs start with the viewer's five; the user tower's with the history.
+    first = len(UserInputs.__dataclass_fields__) if name == RANKER else 0
+    span = slice(first, first + len(HistoryInputs.__dataclass_fields__))
+    history = pad_history(HistoryInputs(*args[span]), [0, 4, SMALL.history_len], gen)
+    args[span] = list(history.tensors().values())
     for want, have in _run_both(name, checkpoint, graphs[name], tuple(args)):
         np.testing.assert_allclose(have, want, rtol=0, atol=PARITY_TOLERANCE)
-
-
-def _history_of(args: list[torch.Tensor]) -> HistoryInputs:
-    return HistoryInputs(*args[:5])
 
 
 @pytest.mark.parametrize("batch", [1, 5, 300])
@@ -154,16 +148,16 @@ def test_parity_tolerance_is_absolute_for_probabilities_and_scales_for_seconds()
 def test_verify_onnx_refuses_a_graph_that_disagrees(graphs: dict[str, Path]) -> None:
     """The check can fail: a graph exported from other weights is caught, naming the output."""
     other = Checkpoint.initialise(SMALL, seed=99)
-    with pytest.raises(ExportError, match=r"phoenix_ranker: ONNX Runtime differs .* action_probs"):
+    with pytest.raises(ExportError, match=r"phoenix_ranker: ONNX Runtime differs .* action_log_probs"):
         verify_onnx(RANKER, other, SMALL, graphs[RANKER])
 
 
 def test_negative_rows_fail_instead_of_wrapping(graphs: dict[str, Path]) -> None:
     """ONNX Gather would read row -1 as the last row; the graph sends it out of range instead."""
     inputs, _ = model_io(CANDIDATE_TOWER, SMALL)
-    post, author = example_inputs(CANDIDATE_TOWER, SMALL, 2, 1)
-    post[0, 0] = -1
-    feeds = {"post_hash": post.numpy(), "author_hash": author.numpy()}
+    post, author, sids = example_inputs(CANDIDATE_TOWER, SMALL, 2, 1)
+    author[0, 0] = -1
+    feeds = {"post_hash": post.numpy(), "author_hash": author.numpy(), "sids": sids.numpy()}
     with pytest.raises(Exception, match=r"(?i)indices|out of|bound"):
         _session(graphs[CANDIDATE_TOWER]).run(None, feeds)
     assert [spec.name for spec in inputs] == list(feeds)
