@@ -1,7 +1,8 @@
 """The whole stack on this machine, in one context manager: the real `tritonserver` on an exported
 repository, and the orchestrator's app on uvicorn in a background thread, both on free ports.
 
-`phoenix demo`, the integration tests and the load tests start the stack this way.
+`phoenix demo`, the integration tests and the load tests start the stack this way. The stack makes
+its own service token (`service_token`, `headers`) for its callers; `tokens` adds more.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -16,6 +18,7 @@ import httpx
 import uvicorn
 
 from orchestrator.app import KEEP_ALIVE_S, create_app
+from orchestrator.auth import SERVICE, Authenticator, TokenOwner, new_token
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
 from phoenix.errors import ServingError
@@ -83,6 +86,7 @@ class LocalStack:
         *,
         port: int = 0,
         host: str = "127.0.0.1",
+        tokens: Mapping[str, TokenOwner] | None = None,
         **settings: object,
     ) -> None:
         self.triton_grpc_port = free_port()
@@ -97,7 +101,14 @@ class LocalStack:
             world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings
         )
         self.service = FeedService(self.settings)
-        self.app_server = AppServer(create_app(self.service), host=host, port=port)
+        self.service_token = new_token()
+        auth = Authenticator({self.service_token: SERVICE, **(tokens or {})})
+        self.app_server = AppServer(create_app(self.service, auth=auth), host=host, port=port)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of the stack's service token."""
+        return {"Authorization": f"Bearer {self.service_token}"}
 
     @property
     def url(self) -> str:

@@ -31,24 +31,13 @@ from orchestrator.state.posts import Post
 from orchestrator.state.viewers import Engagement
 from orchestrator.state.world_state import load_world_state
 from orchestrator.thunder import Thunder
-from orchestrator.triton_client import PhoenixTriton, TritonUnavailable
+from orchestrator.triton_client import PhoenixTriton
+from phoenix.errors import Conflict, NotFound, TritonUnavailable
 from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
 from phoenix.world.io import load_world
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(LookupError):
-    """An id the request names does not exist; `what` says which field."""
-
-    def __init__(self, what: str, value: int) -> None:
-        super().__init__(f"{what} {value} not found")
-        self.what = what
-
-
-class Conflict(ValueError):
-    """A request that is well formed but inconsistent with the stored state."""
 
 
 class Clock:

@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.metrics import Metrics
 from phoenix.config import ModelConfig
-from phoenix.errors import ServingError
+from phoenix.errors import TritonUnavailable
 from phoenix.features import Arrays
 from phoenix.hashing import IdHasher
 from phoenix.serving import (
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
-
-
-class TritonUnavailable(ServingError):
-    """Triton did not answer, answered too late, or refused a call."""
 
 
 @dataclass(frozen=True)

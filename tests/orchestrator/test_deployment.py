@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 
 import phoenix.triton.server as triton_server
 from orchestrator.app import create_app
+from orchestrator.auth import Authenticator
 from orchestrator.metrics import Metrics
 from phoenix.cli import build_parser
 
@@ -226,7 +227,7 @@ def test_the_orchestrator_healthcheck_asks_a_route_the_app_serves(
 ) -> None:
     url = urlsplit(_healthcheck_url(services["orchestrator"]))
     assert url.port == serve_args.port
-    app = create_app(SimpleNamespace(metrics=Metrics()))  # type: ignore[arg-type]
+    app = create_app(SimpleNamespace(metrics=Metrics()), auth=Authenticator(None))  # type: ignore[arg-type]
     get_routes = {route.path for route in app.routes if "GET" in getattr(route, "methods", ())}
     assert url.path in get_routes
     assert url.path == "/readyz"  # healthy means ranked feeds, not just a live process

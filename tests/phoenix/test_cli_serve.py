@@ -26,5 +26,5 @@ def test_bad_options_are_named(
 
 
 def test_a_missing_world_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--world", str(tmp_path / "nowhere")]) == 2
+    assert main(["serve", "--world", str(tmp_path / "nowhere"), "--insecure"]) == 2
     assert "world directory not found" in capsys.readouterr().err
