@@ -122,7 +122,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
         response_model=PostResponse,
         status_code=201,
         tags=["posts"],
-        responses=error_responses(*_WRITE_ERRORS, 409),
+        responses=error_responses(*_WRITE_ERRORS, 409, 502),
     )
     async def create_post(
         body: CreatePostRequest, caller: Principal = authenticated

@@ -25,6 +25,7 @@ from phoenix.errors import ServingError
 from phoenix.machine import usable_cpus
 from phoenix.serving import ORT_THREADS_ENV
 from phoenix.triton.server import TritonServer, free_port
+from phoenix.triton.supervisor import TritonSupervisor
 
 
 def served_model_environment() -> dict[str, str]:
@@ -76,8 +77,9 @@ class AppServer:
 
 
 class LocalStack:
-    """Triton plus the orchestrator. `triton_grpc_port` is fixed at construction, so a test can
-    stop Triton and start it again where the orchestrator expects it."""
+    """Triton, supervised (restarted when it dies, counted in the orchestrator's
+    phoenix_triton_restarts_total), plus the orchestrator. `triton_grpc_port` is fixed at
+    construction, so a test can stop Triton and start it again where the orchestrator expects it."""
 
     def __init__(
         self,
@@ -90,17 +92,20 @@ class LocalStack:
         **settings: object,
     ) -> None:
         self.triton_grpc_port = free_port()
-        self.triton = TritonServer(
-            repository,
-            http_port=0,
-            grpc_port=self.triton_grpc_port,
-            metrics_port=0,
-            environment=served_model_environment(),
-        )
         self.settings = OrchestratorSettings(
             world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings
         )
         self.service = FeedService(self.settings)
+        self.triton = TritonSupervisor(
+            TritonServer(
+                repository,
+                http_port=0,
+                grpc_port=self.triton_grpc_port,
+                metrics_port=0,
+                environment=served_model_environment(),
+            ),
+            on_restart=lambda count: self.service.metrics.triton_restarts.inc(),
+        )
         self.service_token = new_token()
         auth = Authenticator({self.service_token: SERVICE, **(tokens or {})})
         self.app_server = AppServer(create_app(self.service, auth=auth), host=host, port=port)

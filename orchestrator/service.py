@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline.budget import ScoringBudget
 from orchestrator.pipeline.candidate import FeedQuery
@@ -77,7 +78,12 @@ class FeedService:
         self.thunder.expire(now)
         self._expired_at_ms = now
         self.triton = PhoenixTriton(
-            settings.triton_url, timeout_s=settings.triton_timeout_s, metrics=self.metrics
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            metrics=self.metrics,
+            breaker=CircuitBreaker(
+                failures=settings.circuit_failures, open_s=settings.circuit_open_s
+            ),
         )
         self.index: PostIndex | None = None
         self._pending: list[Post] = []  # created while the index could not embed them

@@ -8,6 +8,12 @@ Ranker requests are padded to a few candidate-count buckets so that Triton's dyn
 put several viewers' requests into one execution (requests batch only when their shapes agree);
 padding rows use id 0, which the model treats as padding, and candidate isolation means they do
 not change anyone's scores. Above the model's candidate limit a request is split.
+
+Two kinds of failure (phoenix.errors): TritonUnavailable (no answer, or too late: the feed
+degrades; a circuit breaker, orchestrator.circuit, stops waiting for a Triton known to be down)
+and TritonRefused (Triton answered INVALID_ARGUMENT: the orchestrator built a request the served
+model does not accept, a bug on our side that is logged, counted and answered as an error, never
+hidden in a degraded feed).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from phoenix.config import ModelConfig
-from phoenix.errors import TritonUnavailable
+from phoenix.errors import TritonRefused, TritonUnavailable
 from phoenix.features import Arrays
 from phoenix.hashing import IdHasher
 from phoenix.serving import (
@@ -46,6 +54,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+#: gRPC statuses that mean Triton read the request and refused it (everything else: unavailable).
+_REFUSED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
+#: gRPC reconnects quickly after Triton comes back (the default backoff grows to 120 s).
+_RECONNECT_BACKOFF_MS = (250, 1000)
 
 
 @dataclass(frozen=True)
@@ -71,11 +83,14 @@ class PhoenixTriton:
         timeout_s: float = 2.0,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
         metrics: Metrics | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.removeprefix("grpc://")
         self.timeout_s = timeout_s
         self._buckets = tuple(sorted(buckets))
         self._metrics = metrics or Metrics()
+        self.breaker = breaker or CircuitBreaker()
+        self.breaker.on_change = self._circuit_changed
         self._client: grpcclient.InferenceServerClient | None = None
         self._served: ServedModels | None = None
 
@@ -83,8 +98,30 @@ class PhoenixTriton:
 
     def _grpc(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+            keepalive = KeepAliveOptions()
+            self._client = grpcclient.InferenceServerClient(
+                self.url,
+                channel_args=[
+                    ("grpc.max_send_message_length", 2**31 - 1),
+                    ("grpc.max_receive_message_length", 2**31 - 1),
+                    ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                    ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                    ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
+                ],
+            )
         return self._client
+
+    def _circuit_changed(self, opened: bool) -> None:
+        self._metrics.circuit_open.set(1 if opened else 0)
+        if opened:
+            log.warning(
+                "Triton circuit open: calls fail at once for %gs, then one probe",
+                self.breaker.open_s,
+            )
+        else:
+            log.info("Triton circuit closed: Triton answers again")
 
     async def close(self) -> None:
         if self._client is not None:
@@ -204,16 +241,28 @@ class PhoenixTriton:
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        self.breaker.before_call()
         start = time.perf_counter()
         try:
             result = await self._grpc().infer(
                 model, inputs, outputs=requested, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
+            if str(exc.status()) in _REFUSED:
+                self.breaker.succeeded()  # Triton is up: it read the request
+                self._metrics.triton_refused.labels(model).inc()
+                log.error(
+                    "Triton refused a %s request the orchestrator built (a contract bug between "
+                    "the orchestrator and the served model): %s",
+                    model, _reason(exc),
+                )  # fmt: skip
+                raise TritonRefused(f"{model}: {_reason(exc)}") from exc
+            self.breaker.failed(_reason(exc))
             self._metrics.triton_errors.labels(model).inc()
             raise TritonUnavailable(f"{model}: {_reason(exc)}") from exc
         finally:
             self._metrics.triton_latency.labels(model).observe(time.perf_counter() - start)
+        self.breaker.succeeded()
         return [result.as_numpy(name) for name in outputs]
 
 

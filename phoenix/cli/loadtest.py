@@ -171,8 +171,10 @@ def _host(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
         )
     if args.target == "triton":
         from phoenix.triton.server import TritonServer
+        from phoenix.triton.supervisor import TritonSupervisor
 
-        with TritonServer(args.repository, http_port=0, grpc_port=0, metrics_port=0) as server:
+        server = TritonServer(args.repository, http_port=0, grpc_port=0, metrics_port=0)
+        with TritonSupervisor(server):
             yield server.endpoints.http, None
         return
     from orchestrator.local_stack import LocalStack
