@@ -115,6 +115,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
             degraded_reason=result.degraded_reason,
             timings_ms=result.timings_ms,
             candidates=result.candidates,
+            model_versions=result.model_versions,
         )
 
     @app.post(

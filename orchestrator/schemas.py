@@ -46,6 +46,11 @@ class FeedResponse(BaseModel):
     degraded_reason: str | None = None
     timings_ms: dict[str, float]
     candidates: dict[str, int] = Field(description="candidates per source, before filters")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="the version of each model this feed used (one model set per feed), and of "
+        "the post index's candidate tower",
+    )
 
 
 class CreatePostRequest(_Strict):
