@@ -12,7 +12,6 @@ built, hanging, and dying from one hostile request.
 
 from __future__ import annotations
 
-import dataclasses
 import http.client as httplib
 import json
 import logging
@@ -28,6 +27,7 @@ import pytest
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.repository.build import ExportSettings, export_repository
 from orchestrator.local_stack import LocalStack
+from orchestrator.triton_client import PhoenixTriton
 from phoenix.config import get_config
 from phoenix.serving import CANDIDATE_TOWER
 from phoenix.world.generate import generate_world
@@ -94,27 +94,25 @@ def _ranked_again(http: httpx.Client, viewer_id: int, within_s: float) -> float:
 
 
 def test_a_request_triton_refuses_is_a_502_counted_and_logged(
-    stack: LocalStack, http: httpx.Client, caplog: pytest.LogCaptureFixture
+    stack: LocalStack,
+    http: httpx.Client,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The orchestrator believes the ranker takes 4,096 candidates; it takes 512."""
+    """The orchestrator pads ranker requests to 4,096 candidates; the ranker takes 512."""
     viewer_id = _viewer(stack)
-    triton = stack.service.triton
-    served, buckets = triton.served, triton._buckets
     refused_before = _metric(http, 'phoenix_triton_refused_total{model="phoenix_ranker"}')
-    triton._served = dataclasses.replace(served, max_candidates=4096)
-    triton._buckets = (4096,)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(PhoenixTriton, "bucket", lambda self, count: 4096)
         with caplog.at_level(logging.ERROR, logger="orchestrator.triton_client"):
             response = http.post("/v1/feed", json={"viewer_id": viewer_id})
-    finally:
-        triton._served, triton._buckets = served, buckets
     assert response.status_code == 502, response.text
     body = response.json()
     assert body["error"] == "triton_refused"
     assert "exceed the limit of 512" in body["detail"]
     assert _metric(http, 'phoenix_triton_refused_total{model="phoenix_ranker"}') > refused_before
     assert any("refused" in r.getMessage() for r in caplog.records)
-    assert not triton.breaker.is_open  # a refusal is an answer: Triton is up
+    assert not stack.service.triton.breaker.is_open  # a refusal is an answer: Triton is up
     assert not http.post("/v1/feed", json={"viewer_id": viewer_id}).json()["degraded"]
 
 
