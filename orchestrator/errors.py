@@ -50,7 +50,14 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     TritonRefused: (502, "triton_refused"),
 }
 
-_CODES = {400: "bad_request", 413: "too_large", 422: "invalid", 405: "method_not_allowed"}
+#: Codes of the statuses FastAPI and Starlette answer themselves (unknown routes and methods too).
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    422: "invalid",
+}
 
 
 class FieldError(BaseModel):

@@ -210,7 +210,8 @@ class TritonServer:
     `poll_interval_s` (whole seconds): a new version directory is loaded and replaces the old one
     with no restart; a new version that fails to load leaves the old one serving.
 
-    A port of 0 means "pick a free port" (at start). The server's stdout and stderr go to
+    A port of 0 means "pick a free port" (at the first start; a restart keeps the ports, so that
+    clients find the server where it was). The server's stdout and stderr go to
     `log_file`, appended to, or by default to a file in a new temporary directory that is kept
     after `stop()` so the log can still be read. `start()` also writes the bytecode cache of the
     repository's Python files (see `precompile_model_sources`). `extra_args` are passed to
