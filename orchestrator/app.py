@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.auth import Authenticator, Principal, principal_dependency
+from orchestrator.body_route import JsonRoute
 from orchestrator.errors import error_responses, install_error_handlers
 from orchestrator.http_observer import RequestObserver
-from orchestrator.json_body import JsonRoute
 from orchestrator.schemas import (
     Changed,
     CreatePostRequest,

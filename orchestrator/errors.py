@@ -20,7 +20,7 @@ Validation errors never echo the client's input back: it may hold values JSON ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +51,9 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
 }
 
 #: Codes of the statuses FastAPI and Starlette answer themselves (unknown routes and methods too).
+#: Field errors listed in one answer (a list of 10,000 bad ids is not 10,000 errors long).
+MAX_FIELD_ERRORS = 20
+
 _CODES = {
     400: "bad_request",
     404: "not_found",
@@ -120,19 +123,38 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [_field_error(e) for e in exc.errors()]
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            return error_json(400, "the body is not valid JSON", fields)
-        names = ", ".join(dict.fromkeys(f.field for f in fields))
-        return error_json(422, f"invalid fields: {names}", fields)
+        refused = BodyRefused.of(exc.errors())
+        return JSONResponse(refused.body, status_code=refused.status_code)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, BodyRefused):
+            return JSONResponse(exc.body, status_code=exc.status_code)
         return JSONResponse(
             error_body(exc.status_code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+
+class BodyRefused(HTTPException):
+    """A body that failed validation, with its error body already made (in a worker thread, for
+    a large body: orchestrator.body_route)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status, body["detail"])
+        self.body = body
+
+    @classmethod
+    def of(cls, errors: Sequence[Any]) -> BodyRefused:
+        """400 (not JSON) or 422 (fields), listing the first MAX_FIELD_ERRORS errors."""
+        fields = [_field_error(e) for e in errors[:MAX_FIELD_ERRORS]]
+        if any(e.get("type") == "json_invalid" for e in errors[:MAX_FIELD_ERRORS]):
+            return cls(400, error_body(400, "the body is not valid JSON", fields))
+        names = ", ".join(dict.fromkeys(f.field for f in fields))
+        more = len(errors) - len(fields)
+        detail = f"invalid fields: {names}" + (f" and {more} more" if more else "")
+        return cls(422, error_body(422, detail, fields))
 
 
 def _status_of(exc: RequestError) -> tuple[int, str]:

@@ -3,8 +3,8 @@
 Python's `json` accepts `NaN`, `Infinity`, numbers beyond float range (`1e400` becomes inf) and
 `\\ud800`-style lone surrogates, none of which is a value any field of the API takes, and which
 an error body cannot echo back. They are parsed into `Invalid` markers instead, which no field
-validates, so the client gets a 422 naming the field. Parsing runs in a thread (`JsonRoute`): a
-large body must not hold up the event loop, and with it every other request.
+validates, so the client gets a 422 naming the field (orchestrator.body_route parses, and
+validates, large bodies in a worker thread).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-import anyio
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
-
+#: Most keys one JSON object may have: the API's bodies have a handful of fields, and thousands of
+#: unknown keys would only make thousands of validation errors.
+MAX_KEYS = 64
 #: A \\u escape of a UTF-16 surrogate: only such a text can carry a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -53,13 +51,22 @@ def _float(text: str) -> float | Invalid:
     return Invalid(f"{text[:40]} is beyond the range of a double")
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_KEYS:
+        raise json.JSONDecodeError(f"an object with more than {MAX_KEYS} keys", "", 0)
+    return dict(pairs)
+
+
 def parse_json(body: bytes) -> Any:
-    """`body` as JSON, with non-finite numbers and lone surrogates replaced by `Invalid`."""
+    """`body` as JSON, with non-finite numbers and lone surrogates replaced by `Invalid`; objects
+    of more than MAX_KEYS keys are refused (JSONDecodeError)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise json.JSONDecodeError(f"not UTF-8 ({exc.reason})", "", exc.start) from None
-    value = json.loads(text, parse_constant=_constant, parse_float=_float)
+    value = json.loads(
+        text, parse_constant=_constant, parse_float=_float, object_pairs_hook=_object
+    )
     if _SURROGATE_ESCAPE.search(text):
         value = _replace_lone_surrogates(value)
     return value
@@ -98,23 +105,3 @@ def _replace_lone_surrogates(root: Any) -> Any:
                 node[key] = item
                 pending.append(item)
     return root
-
-
-class _ThreadParsedRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            self._json = await anyio.to_thread.run_sync(parse_json, body)
-        return self._json
-
-
-class JsonRoute(APIRoute):
-    """A FastAPI route whose JSON body is parsed by `parse_json` in a worker thread."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            return await handler(_ThreadParsedRequest(request.scope, request.receive))
-
-        return route

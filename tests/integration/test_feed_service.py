@@ -7,6 +7,7 @@ created and deleted through the API; Triton is stopped and restarted under the r
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import threading
@@ -321,21 +322,24 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(stack: Stack)
 
 
 def test_healthz_stays_fast_while_large_bodies_are_parsed(stack: Stack) -> None:
-    """Bodies just under the 1 MiB limit, parsed and refused (422: too many ids) in a loop by
-    four threads: /healthz meanwhile answers as an idle service would, not after a stall."""
+    """Large bodies refused (422) in a loop by four threads, just under the 1 MiB limit (too many
+    ids) or wrong in every item (20,000 field errors): /healthz meanwhile answers as an idle
+    service would, not after a stall."""
     ids = ",".join(str(2**62 + i) for i in range(50_000))
-    body = ('{"viewer_id": 1, "seen_ids": [' + ids + "]}").encode()
-    assert 0.9 * (1 << 20) < len(body) < (1 << 20)
+    too_many = ('{"viewer_id": 1, "seen_ids": [' + ids + "]}").encode()
+    assert 0.9 * (1 << 20) < len(too_many) < (1 << 20)
+    all_wrong = json.dumps({"viewer_id": 1, "seen_ids": ["x"] * 9999, "served_ids": [-1] * 9999})
     stop = threading.Event()
     answered: list[int] = []
 
-    def hammer() -> None:
+    def hammer(body: bytes) -> None:
         with httpx.Client(base_url=stack.local.url, headers=stack.local.headers) as client:
             while not stop.is_set():
                 r = client.post(_FEED, content=body, headers={"content-type": "application/json"})
                 answered.append(r.status_code)
 
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+    bodies = [too_many, all_wrong.encode()] * 2
+    threads = [threading.Thread(target=hammer, args=(b,), daemon=True) for b in bodies]
     for t in threads:
         t.start()
     try:
