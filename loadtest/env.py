@@ -9,3 +9,4 @@ USER_RPS_ENV = "PHOENIX_LOADTEST_USER_RPS"  # requests per second per user
 CANDIDATES_ENV = "PHOENIX_LOADTEST_CANDIDATES"  # candidates per ranker request (triton target)
 SHAPE_ENV = "PHOENIX_LOAD_SHAPE"  # LoadShapeSpec JSON; unset: constant load
 LOG_ENV = "PHOENIX_LOADTEST_REQUEST_LOG"  # where every request is logged (JSON lines)
+TOKEN_ENV = "PHOENIX_LOADTEST_TOKEN"  # the feed service's bearer token (a service token)

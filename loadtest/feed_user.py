@@ -1,5 +1,6 @@
 """The Locust user of the feed service: feed requests over the viewer mix, plus post creation and
-engagement writes at `PHOENIX_LOADTEST_WRITES` of all requests.
+engagement writes at `PHOENIX_LOADTEST_WRITES` of all requests, with the service token in
+`PHOENIX_LOADTEST_TOKEN` (the users act for many viewers and authors, as a front end would).
 
 Each user sends `PHOENIX_LOADTEST_USER_RPS` requests per second as a Poisson process, so the
 offered load is users x that rate whatever the latency: a step load then finds the knee.
@@ -15,7 +16,7 @@ import random
 from locust import HttpUser, task
 
 from loadtest.arrivals import poisson_throughput
-from loadtest.env import MIX_ENV, USER_RPS_ENV, WRITES_ENV
+from loadtest.env import MIX_ENV, TOKEN_ENV, USER_RPS_ENV, WRITES_ENV
 from loadtest.viewer_mix import ViewerMix
 
 _MIX = ViewerMix.read(os.environ[MIX_ENV]) if os.environ.get(MIX_ENV) else None
@@ -35,6 +36,9 @@ class FeedUser(HttpUser):
         if _MIX is None:
             raise RuntimeError(f"{MIX_ENV} is not set: run the load test with phoenix loadtest")
         self.rng = random.Random()
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            self.client.headers["Authorization"] = f"Bearer {token}"
 
     def _viewer(self) -> int:
         return self.rng.choices(_MIX.viewers, cum_weights=_CUM_WEIGHTS)[0]  # type: ignore[union-attr]

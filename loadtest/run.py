@@ -18,7 +18,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import loadtest.locustfiles
-from loadtest.env import CANDIDATES_ENV, LOG_ENV, MIX_ENV, SHAPE_ENV, USER_RPS_ENV, WRITES_ENV
+from loadtest.env import (
+    CANDIDATES_ENV,
+    LOG_ENV,
+    MIX_ENV,
+    SHAPE_ENV,
+    TOKEN_ENV,
+    USER_RPS_ENV,
+    WRITES_ENV,
+)
 from loadtest.shape_spec import LoadShapeSpec
 from loadtest.summary import StepStats, Summary, read_request_log, step_stats, summarise
 from phoenix.errors import ServingError
@@ -79,9 +87,15 @@ class LoadTestResult(BaseModel):
 
 
 def run_locust(
-    settings: LoadTestSettings, host: str, out_dir: Path, *, mix_file: Path | None = None
+    settings: LoadTestSettings,
+    host: str,
+    out_dir: Path,
+    *,
+    mix_file: Path | None = None,
+    token: str | None = None,
 ) -> LoadTestResult:
-    """Run Locust against `host` and return its summary (also written to summary.json)."""
+    """Run Locust against `host` and return its summary (also written to summary.json); `token`
+    is the feed service's bearer token (default: PHOENIX_LOADTEST_TOKEN as set)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     request_log = out_dir / "requests.jsonl"
     env = {
@@ -98,6 +112,8 @@ def run_locust(
         env.pop(SHAPE_ENV, None)
     if mix_file is not None:
         env[MIX_ENV] = str(mix_file)
+    if token is not None:
+        env[TOKEN_ENV] = token
     command = [
         sys.executable, "-m", "locust",
         "-f", str(LOCUSTFILES / f"{settings.target}.py"),

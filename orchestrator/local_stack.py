@@ -1,7 +1,8 @@
 """The whole stack on this machine, in one context manager: the real `tritonserver` on an exported
 repository, and the orchestrator's app on uvicorn in a background thread, both on free ports.
 
-`phoenix demo`, the integration tests and the load tests start the stack this way.
+`phoenix demo`, the integration tests and the load tests start the stack this way. The stack makes
+its own service token (`service_token`, `headers`) for its callers; `tokens` adds more.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -16,12 +18,14 @@ import httpx
 import uvicorn
 
 from orchestrator.app import KEEP_ALIVE_S, create_app
+from orchestrator.auth import SERVICE, Authenticator, TokenOwner, new_token
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
 from phoenix.errors import ServingError
 from phoenix.machine import usable_cpus
 from phoenix.serving import ORT_THREADS_ENV
 from phoenix.triton.server import TritonServer, free_port
+from phoenix.triton.supervisor import TritonSupervisor
 
 
 def served_model_environment() -> dict[str, str]:
@@ -73,8 +77,9 @@ class AppServer:
 
 
 class LocalStack:
-    """Triton plus the orchestrator. `triton_grpc_port` is fixed at construction, so a test can
-    stop Triton and start it again where the orchestrator expects it."""
+    """Triton, supervised (restarted when it dies, counted in the orchestrator's
+    phoenix_triton_restarts_total), plus the orchestrator. `triton_grpc_port` is fixed at
+    construction, so a test can stop Triton and start it again where the orchestrator expects it."""
 
     def __init__(
         self,
@@ -83,21 +88,32 @@ class LocalStack:
         *,
         port: int = 0,
         host: str = "127.0.0.1",
+        tokens: Mapping[str, TokenOwner] | None = None,
         **settings: object,
     ) -> None:
         self.triton_grpc_port = free_port()
-        self.triton = TritonServer(
-            repository,
-            http_port=0,
-            grpc_port=self.triton_grpc_port,
-            metrics_port=0,
-            environment=served_model_environment(),
-        )
         self.settings = OrchestratorSettings(
             world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings
         )
         self.service = FeedService(self.settings)
-        self.app_server = AppServer(create_app(self.service), host=host, port=port)
+        self.triton = TritonSupervisor(
+            TritonServer(
+                repository,
+                http_port=0,
+                grpc_port=self.triton_grpc_port,
+                metrics_port=0,
+                environment=served_model_environment(),
+            ),
+            on_restart=lambda count: self.service.metrics.triton_restarts.inc(),
+        )
+        self.service_token = new_token()
+        auth = Authenticator({self.service_token: SERVICE, **(tokens or {})})
+        self.app_server = AppServer(create_app(self.service, auth=auth), host=host, port=port)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of the stack's service token."""
+        return {"Authorization": f"Bearer {self.service_token}"}
 
     @property
     def url(self) -> str:

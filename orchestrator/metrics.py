@@ -41,6 +41,18 @@ class Metrics:
         self.triton_errors = Counter(
             "phoenix_triton_errors", "Failed Triton calls by model", ["model"], registry=r
         )
+        self.triton_refused = Counter(
+            "phoenix_triton_refused", "Triton calls refused as INVALID_ARGUMENT (our bug) by model",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.circuit_open = Gauge(
+            "phoenix_triton_circuit_open", "1 while Triton calls fail at once (circuit open)",
+            registry=r,
+        )  # fmt: skip
+        self.triton_restarts = Counter(
+            "phoenix_triton_restarts", "tritonserver restarts by the supervisor in this process",
+            registry=r,
+        )  # fmt: skip
         self.degraded = Counter(
             "phoenix_degraded_feeds", "Feeds answered without the ranker", ["reason"], registry=r
         )

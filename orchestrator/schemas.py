@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from phoenix.actions import ACTIONS
 
 #: Ids are positive 64-bit integers (0 means "nothing" throughout the project).
-PositiveId = Field(gt=0, le=2**63 - 1)
+INT64_MAX = 2**63 - 1
+PositiveId = Field(gt=0, le=INT64_MAX)
+#: A post id in a list: any id the service could have handed out (0 and negatives never are).
+ListedId = Annotated[int, Field(gt=0, le=INT64_MAX)]
 _MAX_IDS = 10_000  # seen_ids / served_ids per request
 _MAX_TEXT = 1_000  # characters per post
 
@@ -19,8 +24,8 @@ class _Strict(BaseModel):
 class FeedRequest(_Strict):
     viewer_id: int = PositiveId
     limit: int = Field(default=35, ge=1, le=200, description="posts to return")
-    seen_ids: list[int] = Field(default_factory=list, max_length=_MAX_IDS)
-    served_ids: list[int] = Field(default_factory=list, max_length=_MAX_IDS)
+    seen_ids: list[ListedId] = Field(default_factory=list, max_length=_MAX_IDS)
+    served_ids: list[ListedId] = Field(default_factory=list, max_length=_MAX_IDS)
     in_network_only: bool = False
 
 
@@ -41,13 +46,18 @@ class FeedResponse(BaseModel):
     degraded_reason: str | None = None
     timings_ms: dict[str, float]
     candidates: dict[str, int] = Field(description="candidates per source, before filters")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="the version of each model this feed used (one model set per feed), and of "
+        "the post index's candidate tower",
+    )
 
 
 class CreatePostRequest(_Strict):
     author_id: int = PositiveId
     text: str = Field(default="", max_length=_MAX_TEXT)
-    parent_id: int = Field(default=0, ge=0, le=2**63 - 1, description="replied-to post, or 0")
-    reposted_id: int = Field(default=0, ge=0, le=2**63 - 1, description="reposted post, or 0")
+    parent_id: int = Field(default=0, ge=0, le=INT64_MAX, description="replied-to post, or 0")
+    reposted_id: int = Field(default=0, ge=0, le=INT64_MAX, description="reposted post, or 0")
     is_video: bool = False
     video_duration_s: float = Field(default=0.0, ge=0, le=86_400, allow_inf_nan=False)
 

@@ -3,6 +3,11 @@ pipeline, and the writes that keep them in step (posts, deletes, engagements, th
 
 The service starts even when Triton is not there: it answers degraded feeds while a background task
 keeps trying to connect; once Triton answers it builds the post index and serves full feeds.
+
+It serves one model set (the three models of one export, one version number) at a time. When a
+newer complete set is ready in Triton, the background task embeds the posts with its candidate
+tower into a new index (posts created meanwhile too) and then switches user tower, index and
+ranker together, in one step: a feed runs entirely on the set it started with.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline.budget import ScoringBudget
 from orchestrator.pipeline.candidate import FeedQuery
@@ -31,24 +37,13 @@ from orchestrator.state.posts import Post
 from orchestrator.state.viewers import Engagement
 from orchestrator.state.world_state import load_world_state
 from orchestrator.thunder import Thunder
-from orchestrator.triton_client import PhoenixTriton, TritonUnavailable
+from orchestrator.triton_client import PhoenixTriton, ServedModels, recorded_calls
+from phoenix.errors import Conflict, NotFound, TritonUnavailable
 from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
 from phoenix.world.io import load_world
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(LookupError):
-    """An id the request names does not exist; `what` says which field."""
-
-    def __init__(self, what: str, value: int) -> None:
-        super().__init__(f"{what} {value} not found")
-        self.what = what
-
-
-class Conflict(ValueError):
-    """A request that is well formed but inconsistent with the stored state."""
 
 
 class Clock:
@@ -88,10 +83,18 @@ class FeedService:
         self.thunder.expire(now)
         self._expired_at_ms = now
         self.triton = PhoenixTriton(
-            settings.triton_url, timeout_s=settings.triton_timeout_s, metrics=self.metrics
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            metrics=self.metrics,
+            breaker=CircuitBreaker(
+                failures=settings.circuit_failures, open_s=settings.circuit_open_s
+            ),
         )
         self.index: PostIndex | None = None
+        self._served: ServedModels | None = None  # the model set of index and pipeline
         self._pending: list[Post] = []  # created while the index could not embed them
+        # While a new set's index is built: the posts created and deleted meanwhile.
+        self._switch_journal: tuple[list[Post], list[int]] | None = None
         self._sequence = itertools.count()
         self._write_lock = threading.Lock()
         self._pipeline: FeedPipeline | None = None
@@ -146,6 +149,7 @@ class FeedService:
             if expire:
                 expired += self.index.expire(now)
             await self._flush_pending()
+            await self._switch_to_newer_set(now)
         if expired:
             log.info("expired %d posts past the retention window", expired)
         self.metrics.thunder_size.set(len(self.thunder))
@@ -158,37 +162,77 @@ class FeedService:
         except TritonUnavailable as exc:
             log.warning("Triton not available yet (%s); serving degraded feeds", exc)
             return
+        models = self.triton.pinned(served)
+        try:
+            index = await self._new_index(models, now)
+        except TritonUnavailable as exc:
+            log.warning("index build interrupted (%s); retrying", exc)
+            return
+        self._install(models, index)
+        await self._flush_pending()
+
+    async def _new_index(self, models: PhoenixTriton, now: int) -> PostIndex:
+        """Every indexable post embedded by the candidate tower of `models`."""
         index = PostIndex(
-            make_index(self.settings.ann_backend, dim=served.config.emb_dim),
-            self.triton,
+            make_index(self.settings.ann_backend, dim=models.served.config.emb_dim),
+            models,
             retention_hours=self.settings.retention_hours,
         )
         posts = [p for p in self.posts if index.indexable(p, now)]
         started = time.perf_counter()
-        try:
-            await index.add(posts, progress=True)
-        except TritonUnavailable as exc:
-            log.warning("index build interrupted (%s); retrying", exc)
-            return
+        await index.add(posts, progress=True)
         log.info(
-            "post index: %d posts (%s) in %.1f s",
-            len(index), index.index.name, time.perf_counter() - started,
+            "post index for model set %s: %d posts (%s) in %.1f s",
+            models.served.version or "latest", len(index), index.index.name,
+            time.perf_counter() - started,
         )  # fmt: skip
+        return index
+
+    def _install(self, models: PhoenixTriton, index: PostIndex) -> None:
+        """Serve `models` with `index` from the next feed on (one step: no await in here)."""
         self.index = index
+        self._served = models.served
         self._pipeline = FeedPipeline(
             sources=(
-                RetrievalSource(
-                    self.triton, index, self.settings.retrieval_k, self._search_executor
-                ),
+                RetrievalSource(models, index, self.settings.retrieval_k, self._search_executor),
                 self._thunder_source,
             ),
             hydrator=self._hydrator,
             filters=self._filters(),
-            scorer=PhoenixScorer(self.triton),
+            scorer=PhoenixScorer(models),
             ranking=self.settings.ranking,
             metrics=self.metrics,
         )  # fmt: skip
-        await self._flush_pending()
+
+    async def _switch_to_newer_set(self, now: int) -> None:
+        """When Triton has a newer complete model set ready: build its index, then switch."""
+        try:
+            newest = await self.triton.newest_set()
+        except TritonUnavailable:
+            return  # feeds degrade meanwhile; the next round asks again
+        if self._served is None or newest.version == self._served.version:
+            return
+        log.info(
+            "model set %s ready in Triton (serving %s): building its post index",
+            newest.version, self._served.version or "latest",
+        )  # fmt: skip
+        models = self.triton.pinned(newest)
+        self._switch_journal = ([], [])
+        try:
+            index = await self._new_index(models, now)
+            created = self._switch_journal[0]
+            while created:  # posts created while the index was built (more may come meanwhile)
+                batch, created[:] = list(created), []
+                await index.add([p for p in batch if not self.posts.is_deleted(p.post_id)])
+        except TritonUnavailable as exc:
+            log.warning("model set %s: index interrupted (%s); retrying", newest.version, exc)
+            return
+        finally:
+            journal, self._switch_journal = self._switch_journal, None
+        index.remove(journal[1])
+        self._install(models, index)
+        self.triton._served = newest  # unpinned calls (readiness aside) follow too
+        log.info("switched to model set %s (user tower, post index, ranker)", newest.version)
 
     def _filters(self) -> tuple[Filter, ...]:
         """DESIGN.md 7's filters, then the scoring budget when one is set."""
@@ -238,7 +282,16 @@ class FeedService:
             result.degraded = True
             result.degraded_reason = "Triton has not answered since start"
             return result
-        return await self._pipeline.run(query)
+        pipeline, served = self._pipeline, self._served  # one set for the whole feed
+        with recorded_calls() as calls:
+            result = await pipeline.run(query)
+        versions: dict[str, set[str]] = {}
+        for model, version in calls:
+            versions.setdefault(model, set()).add(version or "latest")
+        result.model_versions = {m: ",".join(sorted(v)) for m, v in sorted(versions.items())}
+        if served is not None:
+            result.model_versions["post_index"] = served.version or "latest"
+        return result
 
     # ---------------------------------------------------------------- writes
 
@@ -276,6 +329,8 @@ class FeedService:
         )
         self.posts.add(post)
         self.thunder.ingest(post)
+        if self._switch_journal is not None and post.is_original:
+            self._switch_journal[0].append(post)
         if post.is_original:
             if self.index is None:
                 self._pending.append(post)
@@ -291,6 +346,8 @@ class FeedService:
         self.thunder.delete(post_id)
         if self.index is not None:
             self.index.remove([post_id])
+        if self._switch_journal is not None:
+            self._switch_journal[1].append(post_id)
         if post is None:
             raise NotFound("post_id", post_id)
         return post

@@ -32,6 +32,12 @@ class OrchestratorSettings(BaseModel):
     reconnect_s: float = Field(
         default=2.0, gt=0, description="how often to retry Triton and refresh the index"
     )
+    circuit_failures: int = Field(
+        default=3, ge=1, le=1000, description="Triton failures in a row that open the circuit"
+    )
+    circuit_open_s: float = Field(
+        default=2.0, gt=0, le=600, description="how long an open circuit fails calls at once"
+    )
     expire_interval_s: float = Field(
         default=60.0, gt=0, description="how often posts past the retention window are dropped"
     )

@@ -4,30 +4,46 @@ What the served models expect (the model config behind the id hashing and histor
 candidate limit, the batch limits) is read from Triton itself (`connect`), from the parameters the
 exporter writes into config.pbtxt, so features always match the served version.
 
+The three models of one export share a version number (export.repository.build). `connect` and
+`newest_set` pick the newest version all three have ready, and `pinned` gives a client bound to
+that set: each of its calls names the version, so one feed never mixes two exports' models, even
+while Triton serves the next set beside it.
+
 Ranker requests are padded to a few candidate-count buckets so that Triton's dynamic batcher can
 put several viewers' requests into one execution (requests batch only when their shapes agree);
 padding rows use id 0, which the model treats as padding, and candidate isolation means they do
 not change anyone's scores. Above the model's candidate limit a request is split.
+
+Two kinds of failure (phoenix.errors): TritonUnavailable (no answer, or too late: the feed
+degrades; a circuit breaker, orchestrator.circuit, stops waiting for a Triton known to be down)
+and TritonRefused (Triton answered INVALID_ARGUMENT: the orchestrator built a request the served
+model does not accept, a bug on our side that is logged, counted and answered as an error, never
+hidden in a degraded feed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import json
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from phoenix.config import ModelConfig
-from phoenix.errors import ServingError
+from phoenix.errors import TritonRefused, TritonUnavailable
 from phoenix.features import Arrays
 from phoenix.hashing import IdHasher
 from phoenix.serving import (
@@ -46,19 +62,36 @@ log = logging.getLogger(__name__)
 DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+#: gRPC statuses that mean Triton read the request and refused it (everything else: unavailable).
+_REFUSED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
+#: gRPC reconnects quickly after Triton comes back (the default backoff grows to 120 s).
+_RECONNECT_BACKOFF_MS = (250, 1000)
 
 
-class TritonUnavailable(ServingError):
-    """Triton did not answer, answered too late, or refused a call."""
+#: The (model, version) pairs called in the current context (a feed), when recorded.
+_CALLS: ContextVar[set[tuple[str, str]] | None] = ContextVar("phoenix_triton_calls", default=None)
+
+
+@contextlib.contextmanager
+def recorded_calls() -> Iterator[set[tuple[str, str]]]:
+    """Collect the (model, version) of every Triton call made inside (tasks started inside too)."""
+    calls: set[tuple[str, str]] = set()
+    token = _CALLS.set(calls)
+    try:
+        yield calls
+    finally:
+        _CALLS.reset(token)
 
 
 @dataclass(frozen=True)
 class ServedModels:
-    """What the served models expect, as read from their config.pbtxt."""
+    """What the served models expect, as read from their config.pbtxt, and the version of the
+    set ("": whatever Triton serves as latest)."""
 
     config: ModelConfig
     max_candidates: int
     max_batch: dict[str, int]
+    version: str = ""
 
     @property
     def hasher(self) -> IdHasher:
@@ -75,23 +108,58 @@ class PhoenixTriton:
         timeout_s: float = 2.0,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
         metrics: Metrics | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.removeprefix("grpc://")
         self.timeout_s = timeout_s
         self._buckets = tuple(sorted(buckets))
         self._metrics = metrics or Metrics()
+        self.breaker = breaker or CircuitBreaker()
+        self.breaker.on_change = self._circuit_changed
         self._client: grpcclient.InferenceServerClient | None = None
         self._served: ServedModels | None = None
+        self._root = self  # pinned views share their root's connection
 
     # ---------------------------------------------------------------- connection
 
+    def pinned(self, served: ServedModels) -> PhoenixTriton:
+        """A client bound to one model set: `served` never changes under it, and every call asks
+        Triton for its version. It shares this client's connection, breaker and metrics."""
+        view = copy.copy(self)
+        view._served = served
+        return view
+
     def _grpc(self) -> grpcclient.InferenceServerClient:
+        if self._root is not self:
+            return self._root._grpc()
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+            keepalive = KeepAliveOptions()
+            self._client = grpcclient.InferenceServerClient(
+                self.url,
+                channel_args=[
+                    ("grpc.max_send_message_length", 2**31 - 1),
+                    ("grpc.max_receive_message_length", 2**31 - 1),
+                    ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                    ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                    ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
+                ],
+            )
         return self._client
 
+    def _circuit_changed(self, opened: bool) -> None:
+        self._metrics.circuit_open.set(1 if opened else 0)
+        if opened:
+            log.warning(
+                "Triton circuit open: calls fail at once for %gs, then one probe",
+                self.breaker.open_s,
+            )
+        else:
+            log.info("Triton circuit closed: Triton answers again")
+
     async def close(self) -> None:
-        if self._client is not None:
+        if self._root is self and self._client is not None:
             await self._client.close()
             self._client = None
 
@@ -103,12 +171,40 @@ class PhoenixTriton:
         return self._served
 
     async def connect(self) -> ServedModels:
-        """Read the three models' configurations; TritonUnavailable if any is not served."""
+        """The newest complete model set (`newest_set`), which unpinned calls use from now on."""
+        self._served = await self.newest_set()
+        return self._served
+
+    async def newest_set(self) -> ServedModels:
+        """The newest version that all three models have ready, with what it expects;
+        TritonUnavailable if there is none."""
+        try:
+            index = await self._grpc().get_model_repository_index(
+                as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            reason = f"repository index: {_reason(exc)} (Triton at {self.url})"
+            raise TritonUnavailable(reason) from exc
+        ready: dict[str, set[int]] = {name: set() for name in MODEL_NAMES}
+        for entry in index.get("models", []):
+            version = str(entry.get("version", ""))
+            if entry.get("name") in ready and entry.get("state") == "READY" and version.isdigit():
+                ready[entry["name"]].add(int(version))
+        common = set.intersection(*ready.values())
+        if not common:
+            found = "; ".join(f"{n}: {sorted(v) or 'none'}" for n, v in ready.items())
+            raise TritonUnavailable(
+                f"no version is ready in all three models at {self.url} ({found}); "
+                "phoenix export publishes the three under one version"
+            )
+        version = str(max(common))
+        if self._served is not None and self._served.version == version:
+            return self._served
         configs = {}
         for name in MODEL_NAMES:
             try:
                 response = await self._grpc().get_model_config(
-                    name, as_json=True, client_timeout=self.timeout_s
+                    name, model_version=version, as_json=True, client_timeout=self.timeout_s
                 )
             except InferenceServerException as exc:
                 raise TritonUnavailable(f"{name}: {_reason(exc)} (Triton at {self.url})") from exc
@@ -124,12 +220,12 @@ class PhoenixTriton:
                 f"{RANKER} at {self.url} has no usable {MODEL_CONFIG_PARAMETER!r} and "
                 f"{MAX_CANDIDATES_PARAMETER!r} parameters ({exc}); re-export it with phoenix export"
             ) from exc
-        self._served = ServedModels(
+        return ServedModels(
             config=config,
             max_candidates=max_candidates,
             max_batch={name: int(c.get("max_batch_size", 1)) for name, c in configs.items()},
+            version=version,
         )
-        return self._served
 
     async def is_ready(self) -> bool:
         """Triton is up and all three models are ready."""
@@ -208,16 +304,36 @@ class PhoenixTriton:
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        self.breaker.before_call()
+        version = "" if self._served is None else self._served.version
+        calls = _CALLS.get()
+        if calls is not None:
+            calls.add((model, version))
         start = time.perf_counter()
         try:
             result = await self._grpc().infer(
-                model, inputs, outputs=requested, client_timeout=self.timeout_s
+                model,
+                inputs,
+                model_version=version,
+                outputs=requested,
+                client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
+            if str(exc.status()) in _REFUSED:
+                self.breaker.succeeded()  # Triton is up: it read the request
+                self._metrics.triton_refused.labels(model).inc()
+                log.error(
+                    "Triton refused a %s request the orchestrator built (a contract bug between "
+                    "the orchestrator and the served model): %s",
+                    model, _reason(exc),
+                )  # fmt: skip
+                raise TritonRefused(f"{model}: {_reason(exc)}") from exc
+            self.breaker.failed(_reason(exc))
             self._metrics.triton_errors.labels(model).inc()
             raise TritonUnavailable(f"{model}: {_reason(exc)}") from exc
         finally:
             self._metrics.triton_latency.labels(model).observe(time.perf_counter() - start)
+        self.breaker.succeeded()
         return [result.as_numpy(name) for name in outputs]
 
 

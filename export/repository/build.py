@@ -5,12 +5,20 @@ or, for `pytorch`, the checkpoint itself), check that runtime against PyTorch on
 (`export.parity`), then publish the version directory as the next version (atomically, see
 `writer.py`). The TensorRT target checks that TensorRT and a GPU are present before doing any
 work.
+
+The three models of one export form a set: they are published under one version number (one
+above the highest of any of them) and their provenance.json names the set (`model_set`: an id and
+that version). The orchestrator serves the newest version that all three have ready, asking
+Triton for that version explicitly, so a feed never mixes models of two exports; Triton keeps the
+two latest versions loaded (`version_policy`) so that the previous set still answers while the
+orchestrator switches.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -24,7 +32,7 @@ from export.onnx.wrappers import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWE
 from export.parity import CANDIDATE_COUNTS, TOLERANCE_PER_UNIT, check_parity
 from export.repository.manifest import io_manifest, provenance
 from export.repository.model_config import Target, build_model_config, to_pbtxt
-from export.repository.writer import VersionFiles, publish_version
+from export.repository.writer import VersionFiles, publish_version, versions
 from export.tensorrt.builder import (
     PRECISIONS,
     build_engine,
@@ -120,9 +128,19 @@ def export_repository(
             staging = Path(work) / name
             staging.mkdir()
             built[name] = _target_files(name, checkpoint, checkpoint_dir, staging, settings)
+        model_set = {
+            "id": uuid.uuid4().hex,
+            "version": 1 + max((versions(repository / name) or [0])[-1] for name in MODEL_NAMES),
+        }
         for name, files in built.items():
             version = _publish(
-                name, checkpoint_dir, repository, settings, files, checkpoint.config_for(name)
+                name,
+                checkpoint_dir,
+                repository,
+                settings,
+                files,
+                checkpoint.config_for(name),
+                model_set,
             )
             log.info(
                 "%s: version %d (%s vs PyTorch max |diff| %s)",
@@ -267,6 +285,7 @@ def _publish(
     settings: ExportSettings,
     files: _TargetFiles,
     config: ModelConfig,
+    model_set: dict[str, object],
 ) -> int:
     inputs, outputs = model_io(name, config)
     version_files = VersionFiles(
@@ -279,6 +298,7 @@ def _publish(
                 target=settings.target.value,
                 precision=settings.resolved_precision,
                 parity_max_abs_diff=files.parity_max_abs_diff,
+                extra={"model_set": model_set},
             ),
         },
     )
@@ -297,6 +317,7 @@ def _publish(
         to_pbtxt(model_config),
         version_files,
         keep_versions=settings.keep_versions,
+        version=int(model_set["version"]),  # type: ignore[call-overload]
     )
 
 

@@ -92,7 +92,8 @@ def build_model_config(
         config.output.add(name=spec.name, data_type=_dtype(spec), dims=list(spec.shape))
     config.dynamic_batching.SetInParent()  # present even when every field keeps its default
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    config.version_policy.latest.num_versions = 1
+    # Two: the previous export's set keeps answering while the orchestrator switches sets.
+    config.version_policy.latest.num_versions = 2
     kind = {
         Target.CPU: mc.ModelInstanceGroup.KIND_CPU,
         Target.ONNXRUNTIME: mc.ModelInstanceGroup.KIND_AUTO,

@@ -68,7 +68,7 @@ class TritonPythonModel:
             try:
                 arrays = self._read(request)
             except RequestError as exc:
-                responses[i] = _error(str(exc))
+                responses[i] = _error(str(exc), invalid_argument=True)
                 continue
             key = tuple(arrays[name].shape[1:] for name in self.input_names)
             groups.setdefault(key, []).append((i, arrays))
@@ -170,5 +170,9 @@ def _check_values(spec: dict, array: np.ndarray) -> None:
         raise RequestError(f"{name}: values must be 0 or 1")
 
 
-def _error(message: str):
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+def _error(message: str, *, invalid_argument: bool = False):
+    """An error response: INVALID_ARG for a bad request (gRPC INVALID_ARGUMENT, HTTP 400), else
+    the backend's default INTERNAL."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if invalid_argument else None
+    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)

@@ -54,8 +54,10 @@ def publish_version(
     files: VersionFiles,
     *,
     keep_versions: int | None = None,
+    version: int | None = None,
 ) -> int:
-    """Add the next version of `model_name`; returns its number.
+    """Add the next version of `model_name` (or `version`, which must be above every existing
+    one); returns its number.
 
     A model seen for the first time is staged whole (config.pbtxt plus version 1) and renamed into
     the repository in one step, so a polling server never finds a model without its config.
@@ -67,7 +69,13 @@ def publish_version(
     model_dir = repository / model_name
     repository.mkdir(parents=True, exist_ok=True)
     is_new = not model_dir.exists()
-    version = (versions(model_dir) or [0])[-1] + 1
+    latest = (versions(model_dir) or [0])[-1]
+    if version is None:
+        version = latest + 1
+    elif version <= latest:
+        raise FileExistsError(
+            errno.EEXIST, f"version {version} is not above the latest ({latest})", str(model_dir)
+        )
     staging = Path(
         tempfile.mkdtemp(
             prefix=f".{repository.name}.{model_name}.v{version}.", dir=repository.parent

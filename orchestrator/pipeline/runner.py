@@ -35,6 +35,7 @@ class FeedResult:
     degraded_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)  # per source, before filters
+    model_versions: dict[str, str] = field(default_factory=dict)  # model -> version(s) called
 
 
 class FeedPipeline:

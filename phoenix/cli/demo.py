@@ -102,13 +102,14 @@ def _run(args: argparse.Namespace) -> int:
     facts = WorldFacts.of(world)
     log.info("starting Triton and the orchestrator")
     stack = LocalStack(args.repository, world_dir, port=args.port if args.serve else 0)
-    with stack, httpx.Client(base_url=stack.url, timeout=60.0) as client:
+    with stack, httpx.Client(base_url=stack.url, headers=stack.headers, timeout=60.0) as client:
         for viewer_id in _viewers(stack, args.viewers):
             response = client.post("/v1/feed", json={"viewer_id": viewer_id})
             response.raise_for_status()
             print(format_feed(facts, viewer_id, response.json(), args.shown), end="\n\n")
         if args.serve:
             print(f"serving: {stack.url}/docs (API), {stack.url}/metrics; Ctrl-C stops", flush=True)
+            print(f"service token (Authorization: Bearer ...): {stack.service_token}", flush=True)
             _wait_for_interrupt()
     return 0
 

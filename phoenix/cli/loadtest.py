@@ -25,7 +25,9 @@ through tritonclient's HTTP client, --candidates per request).
 
 Without --host the stack is started here first: for feed, tritonserver on --repository and the
 orchestrator over --world (as phoenix demo does; run it once first); for triton, tritonserver
-alone. Each user sends --user-rps requests per second, so the offered load is users x user-rps.
+alone. The feed users authenticate with that stack's own service token, or with
+PHOENIX_LOADTEST_TOKEN (a service token of the orchestrator at --host). Each user sends
+--user-rps requests per second, so the offered load is users x user-rps.
 
 --shape steps adds --step-users users every --step-seconds from --start-users up to --users, and
 prints each step's request rate, p50, p99 and failures, marking the knee: the highest rate whose
@@ -132,8 +134,8 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs/loadtest") / f"{args.target}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     mix_file = _viewer_mix(args.world, out) if args.target == "feed" else None
-    with _host(args) as host:
-        result = run_locust(settings, host, out, mix_file=mix_file)
+    with _host(args) as (host, token):
+        result = run_locust(settings, host, out, mix_file=mix_file, token=token)
     summary = result.summary
     print(format_summary(summary))
     if result.steps:
@@ -156,10 +158,11 @@ def _viewer_mix(world_dir: Path, out: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _host(args: argparse.Namespace) -> Iterator[str]:
-    """The given --host, or one served here for the duration of the test."""
+def _host(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
+    """The given --host, or one served here for the duration of the test, and the feed service's
+    token (None: PHOENIX_LOADTEST_TOKEN, if set)."""
     if args.host:
-        yield args.host
+        yield args.host, None
         return
     if not (args.repository / "phoenix_ranker").is_dir():
         raise PhoenixError(
@@ -168,9 +171,11 @@ def _host(args: argparse.Namespace) -> Iterator[str]:
         )
     if args.target == "triton":
         from phoenix.triton.server import TritonServer
+        from phoenix.triton.supervisor import TritonSupervisor
 
-        with TritonServer(args.repository, http_port=0, grpc_port=0, metrics_port=0) as server:
-            yield server.endpoints.http
+        server = TritonServer(args.repository, http_port=0, grpc_port=0, metrics_port=0)
+        with TritonSupervisor(server):
+            yield server.endpoints.http, None
         return
     from orchestrator.local_stack import LocalStack
 
@@ -181,4 +186,4 @@ def _host(args: argparse.Namespace) -> Iterator[str]:
         scoring_budget=args.scoring_budget,
     )
     with stack:
-        yield stack.url
+        yield stack.url, stack.service_token

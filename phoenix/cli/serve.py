@@ -23,6 +23,11 @@ The service starts without Triton too: it answers degraded feeds (in-network pos
 "degraded": true) and keeps retrying, then builds the index and serves full feeds once Triton
 answers. GET /readyz is 200 only then.
 
+Authentication: every /v1 route takes 'Authorization: Bearer TOKEN'. Tokens come from
+--token-file (or PHOENIX_TOKEN_FILE), a JSON object mapping each token to "service" (acts for any
+user) or to a user id (reads that user's feed, writes only as that user), and from PHOENIX_TOKENS
+(the same object, inline). Without tokens the service does not start unless --insecure is given.
+
 API: POST /v1/feed, POST /v1/posts, DELETE /v1/posts/{id}, POST /v1/engagements,
 POST|DELETE /v1/follows, /v1/blocks, /v1/mutes, /v1/muted_keywords, GET /healthz, /readyz,
 /metrics (Prometheus), /docs (OpenAPI)."""
@@ -75,13 +80,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="weights and factors (phoenix.ranking_config.RankingConfig fields) to replace the "
         "August 2026 defaults",
     )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help='JSON object {token: "service" | user_id} of the API\'s bearer tokens '
+        "(default: PHOENIX_TOKEN_FILE; PHOENIX_TOKENS adds tokens inline)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run without authentication: anyone reads any feed and writes as any user",
+    )
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic_settings import SettingsError
 
     from orchestrator.app import KEEP_ALIVE_S, create_app
+    from orchestrator.auth import Authenticator, AuthSettings
     from orchestrator.service import FeedService
     from orchestrator.settings import OrchestratorSettings
     from phoenix.ranking_config import RankingConfig
@@ -105,10 +124,24 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(
             option_errors(exc, {"triton_url": "--triton", "triton_timeout_s": "--triton-timeout"})
         ) from exc
+    overrides: dict[str, object] = {}
+    if args.token_file is not None:
+        overrides["token_file"] = args.token_file
+    if args.insecure:
+        overrides["insecure"] = True
+    try:
+        auth_settings = AuthSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            option_errors(exc, {"token_file": "--token-file", "tokens": "PHOENIX_TOKENS"})
+        ) from exc
+    except SettingsError as exc:  # PHOENIX_TOKENS is not JSON
+        raise ConfigError(f"PHOENIX_TOKENS: {exc}") from exc
+    auth = Authenticator.from_settings(auth_settings)
     service = FeedService(settings)
     log.info("serving on http://%s:%d (Triton %s)", args.host, args.port, settings.triton_url)
     uvicorn.run(
-        create_app(service),
+        create_app(service, auth=auth),
         host=args.host,
         port=args.port,
         log_level="warning",

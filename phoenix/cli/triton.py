@@ -69,10 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prints the HTTP, gRPC and metrics endpoints and the models served, then serves until "
         "Ctrl-C or SIGTERM and stops the server cleanly. Triton polls the repository: a version "
         "that `phoenix export` publishes while it runs is loaded and replaces the previous one "
-        "without a restart.",
+        "without a restart. A server that dies is started again on the same ports (after 1, 2, "
+        "4, ... 30 s while restarts keep failing), with a log line counting the restarts.",
         epilog="A model that fails to load at start-up stops the command with Triton's error; "
         "a new version that fails to load later leaves the previous one serving (see the log). "
-        "Exit status: 0 after Ctrl-C or SIGTERM, 2 when the server cannot start or dies.",
+        "Exit status: 0 after Ctrl-C or SIGTERM, 2 when the server cannot start (or, with "
+        "--no-restart, dies).",
     )
     p.add_argument(
         "--repository",
@@ -133,6 +135,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the io.json that phoenix export writes), print what each answered, then stop: a "
         "smoke test of an export, exit status 0 when every model answered",
     )
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="exit when the server dies instead of starting it again",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -161,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
                 _check(args.repository, models, endpoints.http, endpoints.grpc)
             else:
                 _print_ready(server, args, models)
-                _serve(server, follow_log=args.verbose)
+                _serve(server, follow_log=args.verbose, restart=not args.no_restart)
         except KeyboardInterrupt:
             print("phoenix triton: stopping", file=sys.stderr, flush=True)
         finally:
@@ -239,15 +246,21 @@ def _check(repository: Path, models: dict[str, list[str]], http: str, grpc: str)
         print(check_model(repository, model, http, grpc).describe(), flush=True)
 
 
-def _serve(server: TritonServer, *, follow_log: bool) -> None:
-    """Block while the server runs (copying its log to stderr if `follow_log`); raise ServingError
-    with the log's tail if it dies on its own."""
+def _serve(server: TritonServer, *, follow_log: bool, restart: bool) -> None:
+    """Block while the server runs (copying its log to stderr if `follow_log`). With `restart`, a
+    supervisor starts it again whenever it dies and this returns only on Ctrl-C or SIGTERM;
+    without, raise ServingError with the log's tail if it dies on its own."""
+    from phoenix.triton.supervisor import TritonSupervisor
+
+    supervisor = TritonSupervisor(server) if restart else None
+    if supervisor is not None:
+        supervisor.watch()
     log_file: IO[bytes] | None = None
     if follow_log:
         log_file = server.log_path.open("rb")
         log_file.seek(0, 2)
     try:
-        while server.is_running():
+        while supervisor is not None or server.is_running():
             if log_file is not None:
                 sys.stderr.write(log_file.read().decode("utf-8", errors="replace"))
                 sys.stderr.flush()
@@ -255,6 +268,8 @@ def _serve(server: TritonServer, *, follow_log: bool) -> None:
     finally:
         if log_file is not None:
             log_file.close()
+        if supervisor is not None:
+            supervisor.stop_watching()
     code = server.stop()
     tail = "\n".join(server.log_tail())
     raise ServingError(f"tritonserver exited on its own with code {code}; its log ends:\n{tail}")

@@ -19,6 +19,10 @@ directory the first time it imports `model.py`; in poll mode Triton takes that f
 loads the version a second time. `precompile_model_sources` writes that cache beforehand;
 `TritonServer.start` runs it on the repository, and exporters should run it on a version
 directory before moving it into place.
+
+The Python backend keeps a shared-memory region per model instance in /dev/shm, which a server
+that crashes leaves behind. Each start names its regions with a prefix of its own
+(`shm-region-prefix-name`), and `stop()` removes whatever is left under that prefix.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +65,8 @@ _NOISE = ("CudaDriverHelper has not been initialized",)
 #: A glog error line: `E1123 09:01:17.375960 19682 model_lifecycle.cc:642] "message"`.
 _GLOG_ERROR = re.compile(r'^E\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] "?(.*?)"?$')
 _PR_SET_PDEATHSIG = 1
+#: Where the Python backend puts its shared-memory regions.
+_SHM_DIR = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,8 @@ class TritonServer:
     `poll_interval_s` (whole seconds): a new version directory is loaded and replaces the old one
     with no restart; a new version that fails to load leaves the old one serving.
 
-    A port of 0 means "pick a free port" (at start). The server's stdout and stderr go to
+    A port of 0 means "pick a free port" (at the first start; a restart keeps the ports, so that
+    clients find the server where it was). The server's stdout and stderr go to
     `log_file`, appended to, or by default to a file in a new temporary directory that is kept
     after `stop()` so the log can still be read. `start()` also writes the bytecode cache of the
     repository's Python files (see `precompile_model_sources`). `extra_args` are passed to
@@ -255,6 +263,7 @@ class TritonServer:
         self._log_path: Path | None = self._log_file
         self._log_offset = 0
         self._workdir: Path | None = None
+        self._shm_prefix: str | None = None
 
     # ---------------------------------------------------------------- state
 
@@ -314,6 +323,7 @@ class TritonServer:
             raise ServingError(f"model repository (--repository) {repository} is not a directory")
         installation = _installation()
         http_port, grpc_port, metrics_port = self._resolve_ports()
+        self._ports = (http_port, grpc_port, metrics_port)  # a restart answers where it did
         for what, port in (("HTTP", http_port), ("gRPC", grpc_port), ("metrics", metrics_port)):
             if _port_in_use(self._host, port):
                 raise ServingError(f"{what} port {port} on {self._host} is already in use")
@@ -323,6 +333,7 @@ class TritonServer:
         self._log_path = self._log_file or self._workdir / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         precompile_model_sources(repository)
+        self._shm_prefix = f"phoenix_triton_{uuid.uuid4().hex[:12]}_"
         command = [
             str(installation.binary),
             f"--model-repository={repository}",
@@ -331,6 +342,7 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--backend-directory={backends}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             f"--http-address={self._host}",
             f"--http-port={http_port}",
             f"--grpc-address={self._host}",
@@ -461,6 +473,7 @@ class TritonServer:
         code = process.wait()
         self._returncode = code
         self._process = None
+        self._remove_shared_memory()
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
             if self._log_file is not None:
@@ -468,6 +481,18 @@ class TritonServer:
             self._workdir = None
         log.info("tritonserver exited with code %d", code)
         return code
+
+    def _remove_shared_memory(self) -> None:
+        """Unlink the shared-memory regions of the run that just ended (a crash leaves them)."""
+        if self._shm_prefix is None:
+            return
+        left = list(_SHM_DIR.glob(f"{self._shm_prefix}*")) if _SHM_DIR.is_dir() else []
+        for region in left:
+            with contextlib.suppress(FileNotFoundError):
+                region.unlink()
+        if left:
+            log.info("removed %d shared-memory regions the server left in %s", len(left), _SHM_DIR)
+        self._shm_prefix = None
 
     def _exited(self) -> bool:
         """Whether the process has exited, without reaping it (WNOWAIT)."""

@@ -57,7 +57,7 @@ def test_pbtxt_round_trips_and_matches_the_contract(name: str, target: Target) -
     assert parsed.HasField("dynamic_batching")
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 500
     assert parsed.version_policy.WhichOneof("policy_choice") == "latest"
-    assert parsed.version_policy.latest.num_versions == 1
+    assert parsed.version_policy.latest.num_versions == 2
     assert [(g.count, mc.ModelInstanceGroup.Kind.Name(g.kind)) for g in parsed.instance_group] == [
         (
             2,

@@ -63,7 +63,9 @@ def test_a_short_feed_run_has_no_failures_and_every_request_type(
     settings = LoadTestSettings(
         target="feed", users=4, spawn_rate=4, duration_s=10, user_rps=2, writes=0.3
     )
-    result = run_locust(settings, stack.url, tmp_path / "out", mix_file=mix)
+    result = run_locust(
+        settings, stack.url, tmp_path / "out", mix_file=mix, token=stack.service_token
+    )
     summary = result.summary
     assert summary.total.failures == 0, (tmp_path / "out" / "locust_failures.csv").read_text()
     assert set(summary.by_name) == {"/v1/feed", "/v1/posts", "/v1/engagements"}

@@ -212,10 +212,13 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(
     served: Served, protocol: str
 ) -> None:
     client = served.client(protocol)
+    invalid_argument = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}[protocol]
     for case, arrays, expect in _malformed():
         with pytest.raises(InferenceServerException) as info:
             _infer(client, protocol, RANKER, arrays, ["action_probs"])
         assert expect in str(info.value), f"{case}: {info.value}"
+        # The model's own checks answer as Triton's do: the client's mistake, not INTERNAL.
+        assert info.value.status() == invalid_argument, f"{case}: {info.value.status()}"
     assert client.is_server_live() and client.is_model_ready(RANKER)
     arrays = _request(RANKER, batch=1, candidates=4, seed=12)
     got = _infer(client, protocol, RANKER, arrays, ["action_probs"])["action_probs"]

@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 
 import phoenix.triton.server as triton_server
 from orchestrator.app import create_app
+from orchestrator.auth import Authenticator
 from orchestrator.metrics import Metrics
 from phoenix.cli import build_parser
 
@@ -56,6 +57,7 @@ _PLACEMENT_FLAGS = {
     "--grpc-port",
     "--metrics-address",
     "--metrics-port",
+    "--backend-config",  # phoenix triton: the Python backend's per-run shared-memory prefix
 }
 
 #: Modules the orchestrator imports only when they are installed (the GPU retrieval backends):
@@ -226,7 +228,7 @@ def test_the_orchestrator_healthcheck_asks_a_route_the_app_serves(
 ) -> None:
     url = urlsplit(_healthcheck_url(services["orchestrator"]))
     assert url.port == serve_args.port
-    app = create_app(SimpleNamespace(metrics=Metrics()))  # type: ignore[arg-type]
+    app = create_app(SimpleNamespace(metrics=Metrics()), auth=Authenticator(None))  # type: ignore[arg-type]
     get_routes = {route.path for route in app.routes if "GET" in getattr(route, "methods", ())}
     assert url.path in get_routes
     assert url.path == "/readyz"  # healthy means ranked feeds, not just a live process
@@ -415,13 +417,27 @@ def test_triton_serves_the_mounted_repository_read_only(
     assert options == ["ro"]
 
 
-def test_triton_publishes_its_three_ports(
-    services: dict[str, Any], triton_flags: dict[str, str]
+def test_only_the_orchestrator_is_published_on_the_host(services: dict[str, Any]) -> None:
+    # Triton is reached over the compose network: nothing outside can send it a request.
+    assert "ports" not in services["triton"] and "network_mode" not in services["triton"]
+    assert _published(services["orchestrator"])
+
+
+def test_both_services_restart_when_they_die(services: dict[str, Any]) -> None:
+    for name in ("triton", "orchestrator"):
+        assert services[name]["restart"] in ("always", "unless-stopped"), name
+
+
+def test_the_orchestrator_reads_its_tokens_from_a_secret(
+    compose: dict[str, Any], services: dict[str, Any], serve_args: argparse.Namespace
 ) -> None:
-    ports = {int(triton_flags[f"--{name}-port"]) for name in ("http", "grpc", "metrics")}
-    assert set(_published(services["triton"])) == ports
-    moved = _compose({"TRITON_GRPC_PORT": "9001"})["services"]["triton"]
-    assert _published(moved)[int(triton_flags["--grpc-port"])] == 9001
+    assert not serve_args.insecure
+    (secret,) = services["orchestrator"]["secrets"]
+    assert serve_args.token_file == Path("/run/secrets") / secret
+    source = COMPOSE.parent / compose["secrets"][secret]["file"]
+    assert source.resolve().parent == (REPO / "runs").resolve()  # never a file in the repository
+    moved = _compose({"PHOENIX_TOKEN_FILE": "/etc/phoenix/tokens.json"})
+    assert moved["secrets"][secret]["file"] == "/etc/phoenix/tokens.json"
 
 
 def test_triton_healthcheck_asks_what_phoenix_triton_waits_for(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from phoenix.cli import main
+from phoenix.triton.server import free_port
 
 
 @pytest.mark.parametrize(
@@ -26,5 +34,124 @@ def test_bad_options_are_named(
 
 
 def test_a_missing_world_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--world", str(tmp_path / "nowhere")]) == 2
+    assert main(["serve", "--world", str(tmp_path / "nowhere"), "--insecure"]) == 2
     assert "world directory not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ tokens, as a real process
+
+SERVICE_TOKEN = "a-service-token-for-the-cli-test"
+USER_TOKEN = "a-user-token-for-the-cli-test"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phoenix.world.generate import generate_world
+    from phoenix.world.spec import WorldSpec
+
+    out = tmp_path_factory.mktemp("world") / "w"
+    return generate_world(WorldSpec(seed=3, num_users=40, num_authors=8), out, progress=False)
+
+
+def _serve(world: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """`phoenix serve` on a free port with no Triton behind it (degraded feeds), once it answers."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "phoenix", "serve", "--world", str(world),
+        "--triton", f"127.0.0.1:{free_port()}", "--triton-timeout", "0.2",
+        "--port", str(port), *options,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOENIX_")}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "phoenix serve did not answer within 60 s"
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+def _two_users(world: Path) -> tuple[int, int]:
+    from phoenix.world.io import load_world
+
+    ids = load_world(world).users.column("user_id").to_pylist()
+    return int(ids[0]), int(ids[1])
+
+
+def test_token_file_service_and_user_tokens(world: Path, tmp_path: Path) -> None:
+    me, other = _two_users(world)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({SERVICE_TOKEN: "service", USER_TOKEN: me}))
+    process, url = _serve(world, "--token-file", str(tokens))
+    try:
+        follow = {"viewer_id": me, "target_id": other}
+        assert httpx.post(f"{url}/v1/follows", json=follow).status_code == 401
+        wrong = {"Authorization": "Bearer not-one-of-the-tokens-in-the-file"}
+        assert httpx.post(f"{url}/v1/follows", json=follow, headers=wrong).status_code == 401
+        user = {"Authorization": f"Bearer {USER_TOKEN}"}
+        as_other = {"viewer_id": other, "target_id": me}
+        refused = httpx.post(f"{url}/v1/follows", json=as_other, headers=user)
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        assert httpx.post(f"{url}/v1/follows", json=follow, headers=user).status_code == 200
+        service = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+        assert httpx.post(f"{url}/v1/follows", json=as_other, headers=service).status_code == 200
+        feed = httpx.post(f"{url}/v1/feed", json={"viewer_id": me}, headers=user)
+        assert feed.status_code == 200 and feed.json()["degraded"]
+    finally:
+        _stop(process)
+
+
+def test_insecure_runs_without_tokens_and_says_so(world: Path) -> None:
+    me, other = _two_users(world)
+    process, url = _serve(world, "--insecure")
+    try:
+        follow = {"viewer_id": me, "target_id": other}
+        assert httpx.post(f"{url}/v1/follows", json=follow).status_code == 200
+    finally:
+        out = _stop(process)
+    assert "authentication is OFF" in out
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        (None, "no API tokens"),
+        ({"short": "service"}, "at least 16 characters"),
+        ({"a-long-enough-token": "admin"}, "token file"),
+        ("not json", "token file"),
+    ],
+)
+def test_missing_or_bad_tokens_stop_serve_before_it_listens(
+    world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tokens: object,
+    message: str,
+) -> None:
+    for name in ("PHOENIX_TOKENS", "PHOENIX_TOKEN_FILE", "PHOENIX_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    options = []
+    if tokens is not None:
+        file = tmp_path / "tokens.json"
+        file.write_text(tokens if isinstance(tokens, str) else json.dumps(tokens))
+        options = ["--token-file", str(file)]
+    assert main(["serve", "--world", str(world), "--port", str(free_port()), *options]) == 2
+    assert message in capsys.readouterr().err

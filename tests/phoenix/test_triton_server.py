@@ -394,6 +394,58 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     assert port_is_free(http)
 
 
+def _ready(url: str) -> bool:
+    try:
+        return http_status(url) == 200
+    except OSError:  # not listening (yet)
+        return False
+
+
+@pytest.mark.triton
+def test_cli_restarts_a_server_that_dies(tmp_path: Path) -> None:
+    """tritonserver killed under `phoenix triton`: started again on the same port, its log says
+    so, and the dead run's shared memory is gone."""
+    repository = tmp_path / "repository"
+    write_model(repository, "add_one")
+    http = free_port()
+    command = [
+        sys.executable, "-m", "phoenix", "triton", "--repository", str(repository),
+        "--http-port", str(http), "--grpc-port", str(free_port()),
+        "--metrics-port", str(free_port()), "--log-file", str(tmp_path / "triton.log"),
+    ]  # fmt: skip
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(cli.stdout, lines), daemon=True).start()
+    try:
+        text = ""
+        while "Serving until" not in text:
+            assert cli.poll() is None, cli.stderr.read()  # type: ignore[union-attr]
+            text += lines.get(timeout=60)
+        pid_match = re.search(r"ready \(pid (\d+)\)", text)
+        assert pid_match is not None
+        regions = set(Path("/dev/shm").glob("phoenix_triton_*"))
+        assert regions, "the Python backend made no shared-memory region"
+        os.kill(int(pid_match.group(1)), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        time.sleep(0.5)
+        while not _ready(f"http://127.0.0.1:{http}/v2/health/ready"):
+            assert cli.poll() is None, "phoenix triton exited with the server"
+            assert time.monotonic() < deadline, "not restarted within 60 s"
+            time.sleep(0.2)
+        assert not regions & set(Path("/dev/shm").glob("phoenix_triton_*"))
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        err = cli.stderr.read()  # type: ignore[union-attr]
+        assert "tritonserver died" in err and "restart 1" in err, err
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        cli.stdout.close()  # type: ignore[union-attr]
+        cli.stderr.close()  # type: ignore[union-attr]
+    assert not processes_mentioning(str(repository))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
