@@ -1,6 +1,7 @@
 """Hashing 64-bit ids to rows of the shared embedding table (DESIGN.md 4.1).
 
-Each entity kind (user, post, author) has two hash functions into its own block of the table:
+Each entity kind (user, post, author, IP address) has two hash functions into its own block of
+the table:
 
     h_j(id) = 0                                              if id == 0
             = ((id * s_j + b_j) mod M) mod (N - 1) + 1 + offset   otherwise
@@ -25,6 +26,7 @@ class Entity(str, Enum):
     USER = "user"
     POST = "post"
     AUTHOR = "author"
+    IP = "ip"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ HASH_PARAMS: dict[Entity, HashParams] = {
     Entity.USER: HashParams((196742702, 1852108266), (1935840681, 167407236), 2859568897),
     Entity.POST: HashParams((2161410491, 1754358832), (1935840681, 167407236), 2361375383),
     Entity.AUTHOR: HashParams((371965780, 328930218), (139686260, 37755056), 631860353),
+    Entity.IP: HashParams((529482163, 1327604891), (742961053, 318205477), 1073741789),
 }
 
 
@@ -77,7 +80,7 @@ def hash_rows(
 
 
 class IdHasher:
-    """Hashes users, posts and authors into the table laid out by one `ModelConfig`."""
+    """Hashes users, posts, authors and IPs into the table laid out by one `ModelConfig`."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -90,3 +93,9 @@ class IdHasher:
 
     def authors(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
         return hash_rows(ids, Entity.AUTHOR, self.config.num_author_rows, self.config.author_offset)
+
+    def ips(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """IP rows; all zero when the config has no IP block (X's rule for an entity turned off)."""
+        if not self.config.num_ip_rows:
+            return np.zeros((*np.shape(_as_id_array(ids)), 2), dtype=np.int64)
+        return hash_rows(ids, Entity.IP, self.config.num_ip_rows, self.config.ip_offset)
