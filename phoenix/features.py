@@ -254,9 +254,9 @@ def pack_history(
         out[v, slot] = values[rows]
         return out
 
-    flat = _sequence(hasher, posts, timezone[viewer] if n else np.zeros(0, np.int64), "history")
+    flat = _sequence(hasher, posts, timezone[viewer], "history")
     packed = {name: place(values) for name, values in flat.items()}
-    packed["history_actions"] = place(to_columns(actions, config.num_action_columns))
+    packed["history_actions"] = place(to_columns(actions != 0, config.num_action_columns))
     packed["history_dwell"] = place(dwell_s)
     return packed
 
@@ -315,7 +315,7 @@ def _sequence(hasher: IdHasher, posts: PostFacts, timezone: npt.ArrayLike, prefi
         raise InputError(
             f"timezone: shape {list(np.shape(timezone))} does not broadcast to {list(shape)}"
         ) from None
-    fields_ = {
+    values = {
         "post_hash": hasher.posts(post_ids),
         "author_hash": hasher.authors(
             _shaped(_ints(posts.author_ids, "author_ids"), "author_ids", shape)
@@ -330,7 +330,7 @@ def _sequence(hasher: IdHasher, posts: PostFacts, timezone: npt.ArrayLike, prefi
     pad = post_ids == 0
     return {
         f"{prefix}_{name}": np.where(pad.reshape(*shape, *([1] * (v.ndim - len(shape)))), 0, v)
-        for name, v in fields_.items()
+        for name, v in values.items()
     }
 
 
