@@ -1,9 +1,14 @@
 """Training examples from a synthetic world.
 
 The split is by time, like production: engagements served before `cutoff = now - holdout_hours`
-form each viewer's history (newest first, up to the config's history length); impressions served
-after it are the targets, and a deterministic `test_fraction` of them is held out for evaluation.
-The split's parameters are saved in the checkpoint so evaluation rebuilds exactly the same one.
+form each viewer's history (the newest `history_len` of them, oldest first, as X's engine fills
+it); impressions served after it are the targets, and a deterministic `test_fraction` of them is
+held out for evaluation. The split's parameters are saved in the checkpoint so evaluation rebuilds
+exactly the same one.
+
+Every input is packed by `phoenix.features`, the same code the orchestrator serves with. The
+context of an impression is what the server knew when it showed the post: engagement counts count
+only the impressions before it (see `build_training_data`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ import numpy.typing as npt
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from export.models.inputs import CandidateInputs, HistoryInputs, RankerInputs
+from export.models.inputs import CandidateInputs, HistoryInputs, RankerInputs, UserInputs
 from phoenix.actions import ACTIONS, Action
 from phoenix.config import ModelConfig
-from phoenix.features import pack_candidates, pack_history
+from phoenix.counts import COUNTED_ACTIONS, EngagementCounts
+from phoenix.features import (
+    PROFILE_FIELDS,
+    PostFacts,
+    UserProfile,
+    pack_candidates,
+    pack_history,
+    pack_posts,
+    pack_user,
+)
 from phoenix.hashing import IdHasher
 from phoenix.world.io import World
 
@@ -45,7 +59,7 @@ class Impressions:
     viewer_index: npt.NDArray[np.int64]  # [N] row into TrainingData.viewer_ids
     post_ids: npt.NDArray[np.int64]  # [N]
     candidates: dict[str, npt.NDArray]  # pack_candidates arrays, [N, ...]
-    labels: npt.NDArray[np.float32]  # [N, A]
+    labels: npt.NDArray[np.float32]  # [N, A] named actions (phoenix.actions.ACTIONS order)
     dwell_s: npt.NDArray[np.float32]  # [N]
 
     def __len__(self) -> int:
@@ -62,34 +76,66 @@ class TrainingData:
     config: ModelConfig
     split: SplitSpec
     viewer_ids: npt.NDArray[np.int64]  # [V]
+    user: dict[str, npt.NDArray]  # pack_user arrays, [V, ...]
     history: dict[str, npt.NDArray]  # pack_history arrays, [V, S, ...]
     train: Impressions
     test: Impressions
     corpus_post_ids: npt.NDArray[np.int64]  # every post, for retrieval evaluation
-    corpus: dict[str, npt.NDArray]  # post_hash / author_hash [P, 2]
+    corpus: dict[str, npt.NDArray]  # pack_posts arrays: post_hash, author_hash [P, 2], sids [P, K]
+
+    def user_inputs(self, viewers: npt.NDArray[np.int64]) -> UserInputs:
+        return UserInputs(**{k: torch.from_numpy(v[viewers]) for k, v in self.user.items()})
 
     def history_inputs(self, viewers: npt.NDArray[np.int64]) -> HistoryInputs:
         return HistoryInputs(**{k: torch.from_numpy(v[viewers]) for k, v in self.history.items()})
 
 
 def build_training_data(world: World, config: ModelConfig, split: SplitSpec) -> TrainingData:
+    """Every array training and evaluation read, from a world.
+
+    Each impression's context is what a server would have known when it served the post: the
+    viewer's timezone and local time, the follow graph (static in a world), and the post's
+    engagement counts from the impressions before it (`phoenix.counts`, every viewer's, the
+    held-out ones included, since they too happened before).
+    """
     hasher = IdHasher(config)
     eng = {
         name: world.engagements.column(name).to_numpy() for name in world.engagements.schema.names
     }
-    post_ids = world.posts.column("post_id").to_numpy()
-    author_of = dict(
-        zip(post_ids.tolist(), world.posts.column("author_id").to_numpy().tolist(), strict=True)
-    )
-    authors = np.array([author_of.get(p, 0) for p in eng["post_id"].tolist()], dtype=np.int64)
+    posts = _post_facts(world)
+    post_row = np.searchsorted(posts["post_id"], eng["post_id"])
     actions = np.stack([eng[name] for name in ACTIONS], axis=1)  # [E, A] bool
+    served_s = eng["served_ms"] // 1000
+    counts = EngagementCounts(
+        eng["post_id"], eng["served_ms"], np.stack([eng[a] for a in COUNTED_ACTIONS], axis=1)
+    ).at(eng["post_id"], eng["served_ms"])
+    author = posts["author_id"][post_row]
+    follows = _FollowGraph(world)
+    facts = PostFacts(
+        post_ids=eng["post_id"],
+        author_ids=author,
+        surface=eng["surface"],
+        impression_s=served_s,
+        created_s=posts["created_ms"][post_row] // 1000,
+        followed_by_viewer=follows.contains(eng["viewer_id"], author),
+        following_viewer=follows.contains(author, eng["viewer_id"]),
+        counts=counts,
+        sids=posts["sids"][post_row],
+    )
 
     cutoff = world.now_ms - int(split.holdout_hours * _HOUR_MS)
     viewer_ids = np.unique(eng["viewer_id"])
     viewer_row = np.searchsorted(viewer_ids, eng["viewer_id"])
-    is_history = (eng["served_ms"] < cutoff) & actions.any(axis=1)
-    history = _pack_histories(
-        hasher, config.history_len, viewer_ids, viewer_row, eng, authors, actions, is_history
+    profile = _profiles(world, viewer_ids)
+    timezone = np.asarray(profile.timezone, dtype=np.int64)
+    hist = np.flatnonzero((eng["served_ms"] < cutoff) & actions.any(axis=1))
+    history = pack_history(
+        hasher,
+        _take(facts, hist),
+        actions[hist],
+        eng["dwell_time_s"][hist],
+        viewer_row[hist],
+        timezone,
     )
 
     is_target = eng["served_ms"] >= cutoff
@@ -101,56 +147,70 @@ def build_training_data(world: World, config: ModelConfig, split: SplitSpec) -> 
         return Impressions(
             viewer_index=viewer_row[rows],
             post_ids=eng["post_id"][rows],
-            candidates=pack_candidates(
-                hasher, eng["post_id"][rows], authors[rows], eng["surface"][rows]
-            ),
+            candidates=pack_candidates(hasher, _take(facts, rows), timezone[viewer_row[rows]]),
             labels=actions[rows].astype(np.float32),
             dwell_s=eng["dwell_time_s"][rows].astype(np.float32),
         )
 
-    corpus_authors = world.posts.column("author_id").to_numpy()
     return TrainingData(
         config=config,
         split=split,
         viewer_ids=viewer_ids,
+        user=pack_user(hasher, viewer_ids, profile),
         history=history,
         train=impressions(is_target & ~in_test),
         test=impressions(is_target & in_test),
-        corpus_post_ids=post_ids,
-        corpus={"post_hash": hasher.posts(post_ids), "author_hash": hasher.authors(corpus_authors)},
+        corpus_post_ids=posts["post_id"],
+        corpus=pack_posts(hasher, posts["post_id"], posts["author_id"], posts["sids"]),
     )
 
 
-def _pack_histories(
-    hasher: IdHasher,
-    history_len: int,
-    viewer_ids: npt.NDArray[np.int64],
-    viewer_row: npt.NDArray[np.int64],
-    eng: dict[str, npt.NDArray],
-    authors: npt.NDArray[np.int64],
-    actions: npt.NDArray[np.bool_],
-    is_history: npt.NDArray[np.bool_],
-) -> dict[str, npt.NDArray]:
-    """[V, S] id matrices, newest engagement first, zero-padded, then hashed."""
-    rows = np.flatnonzero(is_history)
-    # Sort by viewer, newest first; the rank within a viewer is the history slot.
-    rows = rows[np.lexsort((-eng["served_ms"][rows], viewer_row[rows]))]
-    v = viewer_row[rows]
-    first = np.searchsorted(v, v, side="left")
-    slot = np.arange(len(rows)) - first
-    keep = slot < history_len
-    rows, v, slot = rows[keep], v[keep], slot[keep]
+def _post_facts(world: World) -> dict[str, npt.NDArray]:
+    """Post columns by post id order (a world's posts are already in id order)."""
+    cols = {n: world.posts.column(n).to_numpy() for n in ("post_id", "author_id", "created_ms")}
+    sids = world.posts.column("semantic_ids").combine_chunks()
+    cols["sids"] = sids.flatten().to_numpy().astype(np.int64).reshape(len(sids), -1)
+    order = np.argsort(cols["post_id"], kind="stable")
+    return {k: v[order] for k, v in cols.items()}
 
-    shape = (len(viewer_ids), history_len)
-    post = np.zeros(shape, np.int64)
-    author = np.zeros(shape, np.int64)
-    surface = np.zeros(shape, np.int64)
-    acts = np.zeros((*shape, len(ACTIONS)), np.bool_)
-    post[v, slot] = eng["post_id"][rows]
-    author[v, slot] = authors[rows]
-    surface[v, slot] = eng["surface"][rows]
-    acts[v, slot] = actions[rows]
-    return pack_history(hasher, viewer_ids, post, author, acts, surface)
+
+def _profiles(world: World, user_ids: npt.NDArray[np.int64]) -> UserProfile:
+    """The profiles of `user_ids` (unknown for an id missing from the users table)."""
+    all_ids = world.users.column("user_id").to_numpy()
+    order = np.argsort(all_ids, kind="stable")
+    pos = np.minimum(np.searchsorted(all_ids[order], user_ids), len(all_ids) - 1)
+    row = order[pos]
+    found = all_ids[row] == user_ids
+    return UserProfile(
+        **{
+            name: np.where(found, world.users.column(name).to_numpy()[row], 0)
+            for name in PROFILE_FIELDS
+        }
+    )
+
+
+class _FollowGraph:
+    """Membership of (follower, followee) pairs in the world's follows table."""
+
+    def __init__(self, world: World) -> None:
+        self._ids = np.unique(world.users.column("user_id").to_numpy())
+        a = self._index(world.follows.column("follower_id").to_numpy())
+        b = self._index(world.follows.column("followee_id").to_numpy())
+        self._codes = np.unique(a * len(self._ids) + b)
+
+    def _index(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        return np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+
+    def contains(
+        self, follower: npt.NDArray[np.int64], followee: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        a, b = self._index(follower), self._index(followee)
+        known = (self._ids[a] == follower) & (self._ids[b] == followee)
+        return known & np.isin(a * len(self._ids) + b, self._codes)
+
+
+def _take(facts: PostFacts, rows: npt.NDArray[np.int64]) -> PostFacts:
+    return PostFacts(**{k: np.asarray(v)[rows] for k, v in vars(facts).items()})
 
 
 def _uniform_hash(
@@ -172,7 +232,7 @@ def _uniform_hash(
 @dataclass(frozen=True)
 class RankerBatch:
     inputs: RankerInputs
-    labels: torch.Tensor  # [B, C, A]
+    labels: torch.Tensor  # [B, C, A] named actions
     dwell_s: torch.Tensor  # [B, C]
     mask: torch.Tensor  # [B, C] bool: real candidate (not padding)
 
@@ -219,6 +279,7 @@ def _collate(
     viewers = imp.viewer_index[index[:, 0]]
     return RankerBatch(
         inputs=RankerInputs(
+            data.user_inputs(viewers),
             data.history_inputs(viewers),
             CandidateInputs(**{k: torch.from_numpy(v) for k, v in cand.items()}),
         ),

@@ -10,7 +10,10 @@ import torch
 from export.checkpoint import Checkpoint
 from export.training.data import Impressions, TrainingData, favorite_pairs, ranker_batches
 from export.training.metrics import recall_at_k, roc_auc
-from phoenix.actions import ACTIONS
+from phoenix.actions import ACTIONS, from_columns
+
+#: The candidate tower's inputs, in `RetrievalModel.embed_posts` order.
+_POST_INPUTS = ("post_hash", "author_hash", "sids")
 
 
 @dataclass(frozen=True)
@@ -25,14 +28,15 @@ class EvalReport:
 
 @torch.inference_mode()
 def predict_actions(checkpoint: Checkpoint, data: TrainingData, imp: Impressions) -> np.ndarray:
-    """[N, A] probabilities for every impression, in the impressions' order."""
+    """[N, A] probabilities of the named actions for every impression, in the impressions'
+    order."""
     probs = np.zeros((len(imp), len(ACTIONS)), dtype=np.float32)
     groups = imp.by_viewer()
     order = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     batch_rows = []
     for batch in ranker_batches(data, imp, viewers_per_batch=64, max_candidates=256):
-        p = checkpoint.ranker(batch.inputs).action_probs
-        batch_rows.append(p[batch.mask].numpy())
+        p = checkpoint.ranker(batch.inputs).probs
+        batch_rows.append(from_columns(p[batch.mask].numpy()))
     if batch_rows:
         probs[order] = np.concatenate(batch_rows)
     return probs
@@ -45,8 +49,7 @@ def retrieve(checkpoint: Checkpoint, data: TrainingData, viewers: np.ndarray, k:
     posts = torch.cat(
         [
             model.embed_posts(
-                torch.from_numpy(data.corpus["post_hash"][i : i + 8192]),
-                torch.from_numpy(data.corpus["author_hash"][i : i + 8192]),
+                *(torch.from_numpy(data.corpus[k][i : i + 8192]) for k in _POST_INPUTS)
             )
             for i in range(0, len(data.corpus_post_ids), 8192)
         ]

@@ -1,8 +1,10 @@
 """Training the ranker and the retrieval towers on CPU or GPU.
 
-- ranker: per-action binary cross-entropy on the candidates' logits plus a dwell-time regression
-  (seconds / 30 against `sigmoid(dwell_logit)`), one forward per batch of viewers scoring all of
-  each viewer's sampled impressions at once (the one-pass form trains as it serves);
+- ranker: binary cross-entropy on the action columns the world labels (the named actions' X
+  columns, `phoenix.actions.COLUMN_OF`; X's other columns get no gradient) plus a dwell-time
+  regression on continuous column 1, which the model already outputs in seconds (squared error
+  in units of 30 s); one forward per batch of viewers scoring all of each viewer's sampled
+  impressions at once (the one-pass form trains as it serves);
 - towers: in-batch softmax with a temperature, favorites as positives, other rows of the batch as
   negatives (same-viewer and same-post pairs masked out so they are not false negatives).
 """
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from export.checkpoint import Checkpoint
 from export.models import PhoenixRanker, RetrievalModel
 from export.training.data import RankerBatch, TrainingData, favorite_pairs, ranker_batches
-from phoenix.actions import DWELL_TIME_SCALE_S
+from phoenix.actions import COLUMN_OF, DWELL_TIME_SCALE_S
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,18 @@ def train(
     return checkpoint, results
 
 
+#: The labelled columns of the ranker's logits, in `phoenix.actions.ACTIONS` order.
+_LABELLED_COLUMNS = torch.tensor(COLUMN_OF)
+
+
 def ranker_loss(model: PhoenixRanker, batch: RankerBatch, dwell_weight: float) -> torch.Tensor:
     out = model(batch.inputs)
     mask = batch.mask.float()  # [B, C]
-    bce = F.binary_cross_entropy_with_logits(out.action_logits, batch.labels, reduction="none")
+    logits = out.logits[..., _LABELLED_COLUMNS].float()  # [B, C, A] named
+    bce = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
     action_loss = (bce.mean(-1) * mask).sum() / mask.sum()
-    dwell_pred = torch.sigmoid(out.dwell_logit)
-    dwell_target = (batch.dwell_s / DWELL_TIME_SCALE_S).clamp(0, 1)
-    dwell_loss = ((dwell_pred - dwell_target) ** 2 * mask).sum() / mask.sum()
+    dwell_error = (out.dwell_time - batch.dwell_s) / DWELL_TIME_SCALE_S  # seconds, in 30 s units
+    dwell_loss = (dwell_error**2 * mask).sum() / mask.sum()
     return action_loss + dwell_weight * dwell_loss
 
 
@@ -140,6 +146,7 @@ def _train_retrieval(
         posts = model.embed_posts(
             torch.from_numpy(cand["candidate_post_hash"][r]),
             torch.from_numpy(cand["candidate_author_hash"][r]),
+            torch.from_numpy(cand["candidate_sids"][r]),
         )  # [N, D]
         logits = users @ posts.T / settings.temperature  # [N, N]
         # Another row with the same viewer or the same post is not a negative.

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train the ranker and the retrieval towers on a world",
-        description="Train the Phoenix ranker (per-action binary cross-entropy on impressions "
-        "after the time cutoff, dwell time as regression) and the two retrieval towers "
+        description="Train the Phoenix ranker (binary cross-entropy on the X action columns of "
+        "the named actions for impressions after the time cutoff, dwell time in seconds as "
+        "regression) and the two retrieval towers "
         "(in-batch softmax, favorites as positives), then write a checkpoint directory "
         "(config.json + model.safetensors). Held-out impressions are never trained on.",
     )

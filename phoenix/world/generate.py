@@ -3,9 +3,10 @@ posts, blocks and mutes, and impressions whose actions are drawn from the ground
 `phoenix.world.spec`.
 
 The stages live in their own modules, in the order they run: `people` (users, follows, blocks,
-mutes and muted keywords), `posts` (posts, replies, reposts, videos and text) and `impressions`
-(serving and actions). This module runs them, turns their results into the tables of
-`phoenix.world.schema` and writes the world.
+mutes and muted keywords), `posts` (posts, replies, reposts, videos and text), `impressions`
+(serving and actions), then `profiles` (what X's user features read) and the posts' semantic ids.
+This module runs them, turns their results into the tables of `phoenix.world.schema` and writes
+the world.
 
 Every stage draws from one `numpy.random.default_rng(spec.seed)` in a fixed order and every table
 is written in a fixed row order, so a spec always produces the same bytes. The world is written to
@@ -37,7 +38,8 @@ from phoenix.errors import WorldError
 from phoenix.world import schema
 from phoenix.world.impressions import Impressions, Reactions, draw_actions, make_impressions
 from phoenix.world.people import Graph, Users, make_avoidance, make_follows, make_users
-from phoenix.world.posts import Posts, make_posts
+from phoenix.world.posts import Posts, make_posts, make_semantic_ids
+from phoenix.world.profiles import REGIONS, Profiles, make_profiles
 from phoenix.world.schema import FORMAT_VERSION, table_path
 from phoenix.world.spec import (
     DWELL_TIME_MATCH_GAIN,
@@ -53,7 +55,17 @@ from phoenix.world.spec import (
 
 log = logging.getLogger(__name__)
 
-_STAGES = ("users", "follows", "blocks and mutes", "posts", "impressions", "actions", "write")
+_STAGES = (
+    "users",
+    "follows",
+    "blocks and mutes",
+    "posts",
+    "impressions",
+    "actions",
+    "profiles",
+    "semantic ids",
+    "write",
+)
 
 
 def generate_world(
@@ -96,7 +108,12 @@ def _build_tables(spec: WorldSpec, bar: tqdm) -> dict[str, pa.Table]:
         imp = make_impressions(rng, spec, users, graph, posts)
     with _stage(bar, "actions"):
         reactions = draw_actions(rng, users, posts, imp)
-    return _to_tables(users, graph, posts, imp, reactions)
+    # Drawn last, so that they change nothing the earlier stages draw.
+    with _stage(bar, "profiles"):
+        profiles = make_profiles(rng, users)
+    with _stage(bar, "semantic ids"):
+        sids = make_semantic_ids(rng, posts)
+    return _to_tables(users, profiles, graph, posts, sids, imp, reactions)
 
 
 @contextmanager
@@ -110,7 +127,13 @@ def _stage(bar: tqdm, name: str) -> Iterator[None]:
 
 
 def _to_tables(
-    users: Users, graph: Graph, posts: Posts, imp: Impressions, reactions: Reactions
+    users: Users,
+    profiles: Profiles,
+    graph: Graph,
+    posts: Posts,
+    sids: np.ndarray,
+    imp: Impressions,
+    reactions: Reactions,
 ) -> dict[str, pa.Table]:
     ids, n = users.ids, len(users.ids)
     is_author = np.zeros(n, dtype=bool)
@@ -126,6 +149,7 @@ def _to_tables(
             "author_topic": author_topic,
             "follower_count": np.bincount(graph.follows[:, 1], minlength=n).astype(np.int64),
             "activity": users.activity,
+            **vars(profiles),
         },
         "follows": _pair_columns(ids, graph.follows, "follower_id", "followee_id"),
         "blocks": _pair_columns(ids, graph.blocks, "user_id", "blocked_id"),
@@ -134,7 +158,7 @@ def _to_tables(
             "user_id": ids[graph.keyword_users],
             "keyword": pa.array(graph.keywords, type=pa.string()),
         },
-        "posts": _post_columns(users, posts),
+        "posts": _post_columns(users, posts, sids),
         "engagements": _engagement_columns(users, posts, imp, reactions),
     }
     return {
@@ -147,7 +171,7 @@ def _pair_columns(ids: np.ndarray, pairs: np.ndarray, first: str, second: str) -
     return {first: ids[pairs[:, 0]], second: ids[pairs[:, 1]]}
 
 
-def _post_columns(users: Users, posts: Posts) -> dict[str, Any]:
+def _post_columns(users: Users, posts: Posts, sids: np.ndarray) -> dict[str, Any]:
     def post_id_or_zero(index: np.ndarray) -> np.ndarray:
         return np.where(index >= 0, posts.ids[np.maximum(index, 0)], 0)
 
@@ -163,6 +187,9 @@ def _post_columns(users: Users, posts: Posts) -> dict[str, Any]:
         "is_video": posts.is_video,
         "video_duration_s": posts.duration,
         "text": pa.array(posts.text, type=pa.string()),
+        "semantic_ids": pa.FixedSizeListArray.from_arrays(
+            pa.array(sids.reshape(-1), type=pa.int16()), schema.SID_LEVELS
+        ),
     }
 
 
@@ -195,6 +222,8 @@ def _meta(spec: WorldSpec, row_counts: dict[str, int]) -> dict[str, Any]:
         "topics": list(spec.topics),
         "spec": spec.model_dump(),
         "row_counts": row_counts,
+        "regions": [region._asdict() for region in REGIONS],
+        "semantic_ids": {"levels": schema.SID_LEVELS, "codes": schema.SID_CODES},
         "topic_words": {name: list(TOPIC_WORDS[name]) for name in spec.topics},
         "filler_words": list(FILLER_WORDS),
         "ground_truth": {

@@ -209,3 +209,38 @@ def _write_texts(
         sentence = " ".join(words)
         texts.append("" if k == schema.REPOST else sentence[0].upper() + sentence[1:] + end)
     return texts
+
+
+# Semantic ids ------------------------------------------------------------------------------------
+
+#: Branches per level of the code tree: level 0 splits each topic in two, level 1 in four (video
+#: posts always take branch 0 there), level 2 in eight; deeper levels are post-specific noise.
+_SID_BRANCHES = (2, 4, 8)
+_SID_MISSING = 0.05  # share of posts without semantic ids (all codes 0), as for X's unmapped posts
+
+
+def make_semantic_ids(rng: np.random.Generator, posts: Posts) -> np.ndarray:
+    """[P, SID_LEVELS] int16 codes in 1..SID_CODES, 0 for a post without semantic ids.
+
+    Like the codes of a residual quantiser, the first levels name ever finer clusters of content
+    (topic, then video or not, then narrower), deeper levels are nearly unique to the post. Each
+    level has its own random codebook, so equal codes at two levels mean nothing. A repost carries
+    its original's codes (same content).
+    """
+    n = len(posts.ids)
+    codes = np.zeros((n, schema.SID_LEVELS), dtype=np.int64)
+    path = posts.topic.astype(np.int64)
+    for level in range(schema.SID_LEVELS):
+        if level < len(_SID_BRANCHES):
+            branch = rng.integers(0, _SID_BRANCHES[level], n)
+            if level == 1:
+                branch = np.where(posts.is_video, 0, np.maximum(branch, 1))
+            path = path * _SID_BRANCHES[level] + branch
+            codebook = rng.permutation(schema.SID_CODES)
+            codes[:, level] = codebook[path % schema.SID_CODES] + 1
+        else:
+            codes[:, level] = rng.integers(1, schema.SID_CODES + 1, n)
+    codes[rng.random(n) < _SID_MISSING] = 0
+    reposts = np.flatnonzero(posts.reposted >= 0)
+    codes[reposts] = codes[posts.reposted[reposts]]
+    return codes.astype(np.int16)

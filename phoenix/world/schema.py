@@ -14,11 +14,15 @@ from phoenix.actions import ACTIONS
 
 #: Version of the on-disk layout, written to world.json as `schema_version`. Bump it when a table
 #: gains, loses or retypes a column, so an old world is refused with a clear message.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Post kinds, stored as int8 in `posts.kind`.
 ORIGINAL, REPLY, REPOST = 0, 1, 2
 POST_KINDS = {ORIGINAL: "original", REPLY: "reply", REPOST: "repost"}
+
+#: Semantic ids of a post: SID_LEVELS codes in 1..SID_CODES, all 0 when the post has none.
+SID_LEVELS = 6
+SID_CODES = 256
 
 USERS = pa.schema(
     [
@@ -28,6 +32,19 @@ USERS = pa.schema(
         ("author_topic", pa.int32()),  # main topic of an author, -1 for non-authors
         ("follower_count", pa.int64()),  # from follows.parquet, heavy-tailed for authors
         ("activity", pa.float32()),  # impressions per hour relative to the mean (ground truth)
+        # The profile X's user features read (phoenix.world.profiles); 0 = unknown throughout.
+        ("timezone", pa.int8()),  # X's Timezone enum (1..30 named zones)
+        ("language", pa.int16()),  # X's LanguageCode enum
+        ("country", pa.int16()),  # X's CountryCode enum
+        ("gender", pa.int8()),  # profile gender: 1 female, 2 male (X's feature encoding)
+        ("age_bracket", pa.int8()),  # 1 = 13-17, 2 = 18-24, ... 7 = 65+
+        ("age_years", pa.int16()),
+        ("inferred_gender", pa.int8()),  # 0 female, 1 male; meaningful when the score is > 0
+        ("inferred_gender_score", pa.float32()),  # confidence in [0.5, 1]; 0 = not inferred
+        ("latitude", pa.float32()),  # degrees; latitude = longitude = 0 when unknown
+        ("longitude", pa.float32()),
+        ("installed_apps", pa.int64()),  # 64-app multi-hot as a bit mask: bit i = app i
+        ("ip_id", pa.int64()),  # IPv4 address as an integer
     ]
 )
 
@@ -49,6 +66,7 @@ POSTS = pa.schema(
         ("is_video", pa.bool_()),  # a repost of a video counts as a video
         ("video_duration_s", pa.float32()),  # 0 unless is_video
         ("text", pa.string()),  # real words, topic-dependent; empty for a plain repost
+        ("semantic_ids", pa.list_(pa.int16(), SID_LEVELS)),  # coarse to fine; all 0 = none
     ]
 )
 

@@ -18,7 +18,8 @@ from phoenix.cli import main
 from phoenix.errors import WorldError
 from phoenix.world.generate import generate_world
 from phoenix.world.io import World, load_world, table_path
-from phoenix.world.schema import META_FILE, ORIGINAL, REPLY, REPOST, TABLES
+from phoenix.world.profiles import AGE_BRACKET_STARTS, REGIONS
+from phoenix.world.schema import META_FILE, ORIGINAL, REPLY, REPOST, SID_CODES, SID_LEVELS, TABLES
 from phoenix.world.spec import FILLER_WORDS, GROUND_TRUTH, TOPIC_WORDS, WorldSpec
 
 HOUR_MS = 3_600_000
@@ -249,6 +250,100 @@ def test_videos_and_text(world: World) -> None:
         assert len(words) >= 4 and set(words) <= vocabulary
         topic_words = {w for p in TOPIC_WORDS[world.topics[topic]] for w in p.split()}
         assert set(words) & topic_words
+
+
+def test_semantic_ids_follow_the_content(world: World) -> None:
+    sids = np.stack(col(world.posts, "semantic_ids")).astype(np.int64)
+    assert sids.shape == (world.posts.num_rows, SID_LEVELS)
+    missing = (sids == 0).all(axis=1)
+    assert np.all((sids[~missing] >= 1) & (sids[~missing] <= SID_CODES))
+    assert 0.01 < missing.mean() < 0.15  # a few posts have none (all zero), none half-filled
+    assert np.all((sids == 0).any(axis=1) == missing)
+    topic, kind = col(world.posts, "topic"), col(world.posts, "kind")
+    present = ~missing
+    # The first level is a function of the topic (a topic has at most two codes there) ...
+    for t in np.unique(topic):
+        assert len(np.unique(sids[present & (topic == t), 0])) <= 2
+    # ... and separates topics: no first-level code is shared by many topics.
+    per_code = [len(np.unique(topic[present & (sids[:, 0] == c)])) for c in np.unique(sids[:, 0])]
+    assert np.mean(per_code) < 1.5
+    # The deepest levels are nearly unique to the post (reposts aside, which copy them).
+    own = present & (kind != REPOST)
+    assert len(np.unique(sids[own][:, -3:], axis=0)) > 0.95 * own.sum()
+    # A repost carries its original's codes.
+    row = {p: i for i, p in enumerate(col(world.posts, "post_id").tolist())}
+    for i in np.flatnonzero(kind == REPOST)[:50]:
+        np.testing.assert_array_equal(sids[i], sids[row[col(world.posts, "reposted_id")[i]]])
+
+
+# Profiles ----------------------------------------------------------------------------------------
+
+
+def test_profiles_are_plausible(world: World) -> None:
+    users = world.users
+    tz, country, language = col(users, "timezone"), col(users, "country"), col(users, "language")
+    assert tz.min() >= 0 and tz.max() <= 31 and len(np.unique(tz)) > 8
+    assert (tz == 0).mean() < 0.1 and (language == 0).mean() < 0.1
+    assert np.all(np.isin(country, [r.country for r in REGIONS]))
+    lat, lon = col(users, "latitude"), col(users, "longitude")
+    assert np.all(np.abs(lat) <= 90) and np.all(np.abs(lon) <= 180)
+    unknown = (lat == 0) & (lon == 0)
+    assert 0 < unknown.mean() < 0.15
+    gender, age = col(users, "gender"), col(users, "age_years")
+    assert set(np.unique(gender).tolist()) == {0, 1, 2}
+    known_age = age > 0
+    assert 0.3 < known_age.mean() < 0.8
+    assert age[known_age].min() >= 13 and age[known_age].max() <= 90
+    bracket = col(users, "age_bracket")
+    assert bracket.min() >= 0 and bracket.max() <= len(AGE_BRACKET_STARTS)
+    # A known age lies in its bracket; the bracket is known whenever the age is.
+    np.testing.assert_array_equal(
+        bracket[known_age], np.searchsorted(AGE_BRACKET_STARTS, age[known_age], side="right")
+    )
+    inferred, score = col(users, "inferred_gender"), col(users, "inferred_gender_score")
+    assert np.all(np.isin(inferred, [0, 1])) and np.all((score == 0) | (score >= 0.5))
+    assert np.all(score <= 1)
+    both = (gender > 0) & (score > 0)
+    assert (inferred[both] == (gender[both] == 2)).mean() > 0.8  # inference mostly agrees
+    apps = col(users, "installed_apps").view(np.uint64)
+    bits = (apps[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+    per_user = bits.sum(axis=1)
+    assert 3 < np.median(per_user) < 30 and bits.any(axis=0).sum() > 50
+
+
+def test_profiles_are_correlated_with_the_region(world: World) -> None:
+    users = world.users
+    tz, country = col(users, "timezone"), col(users, "country")
+    lat, lon = col(users, "latitude"), col(users, "longitude")
+    located = (lat != 0) | (lon != 0)
+    for region in REGIONS:
+        mine = (tz == region.timezone) & located
+        if mine.sum() < 5:
+            continue
+        # Users of a timezone live near its region and in its country.
+        assert np.all(country[mine] == region.country)
+        assert abs(np.median(lat[mine]) - region.latitude) < 2 * region.spread_deg
+        assert abs(np.median(lon[mine]) - region.longitude) < 2 * region.spread_deg
+    # Timezones run west to east with longitude: New York's users are west of Tokyo's.
+    assert np.median(lon[(tz == 1) & located]) < np.median(lon[(tz == 14) & located])
+    ip = col(users, "ip_id")
+    known = ip > 0
+    assert 0.9 < known.mean() < 1.0
+    assert np.all(ip < 2**32)
+    # Addresses of one country share their first octet; a few addresses are shared.
+    for c in np.unique(country):
+        assert len(np.unique(ip[known & (country == c)] >> 24)) <= 3
+    assert 1 < known.sum() / len(np.unique(ip[known])) < 1.5
+
+
+def test_installed_apps_follow_taste(world: World) -> None:
+    taste = np.stack(col(world.users, "taste"))
+    apps = col(world.users, "installed_apps").view(np.uint64)
+    t = 0
+    app = next(i for i in range(8, 64) if i % taste.shape[1] == t)
+    has = ((apps >> np.uint64(app)) & np.uint64(1)).astype(bool)
+    fans, others = taste[:, t] > 0.3, taste[:, t] < 0.05
+    assert has[fans].mean() > 1.5 * has[others].mean()
 
 
 # Engagements -------------------------------------------------------------------------------------
