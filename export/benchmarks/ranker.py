@@ -1,8 +1,9 @@
-"""The ranker's one-pass form against its full-mask reference (DESIGN.md 4.4).
+"""The ranker's one-pass form against its full-mask reference (DESIGN.md 4.4, docs/FIDELITY.md).
 
-`PhoenixRanker.forward` computes a viewer's history once and lets each candidate attend to the
-history keys plus its own key: O(S^2 + C*S). `forward_reference` runs one masked pass over the whole
-`[user | history | candidates]` sequence: O((S+C)^2). A third form, *chunked*, is X's serving
+`PhoenixRanker.forward` computes a viewer's context (the two prefix tokens and the history) once
+and lets each candidate attend to the context keys plus its own key: O(S^2 + C*S).
+`forward_reference` runs one masked pass over the whole `[user | user features | history |
+candidates]` sequence: O((S+C)^2). A third form, *chunked*, is X's serving
 contract: the candidates are scored `chunk` at a time (64 by default), each chunk a separate
 one-pass forward that recomputes the history. This module measures what those differences are
 worth for one viewer (batch 1) with a full history, at several candidate counts, in latency,
@@ -12,11 +13,12 @@ candidates per second and achieved TFLOP/s against a matmul peak measured in the
 All forms are timed in the same run, alternating call by call (and reversing the order every round),
 so drift in the machine's speed lands on all equally. Before timing, each case checks that the
 reference and the chunked form give the same probabilities as the one-pass form and refuses to time
-code that disagrees.
+code that disagrees. Every preset works, `x-nano` (X's `home_direct_packed_nano`) included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -30,9 +32,9 @@ from tqdm import tqdm
 from export.benchmarks.peak import matmul_peak_tflops
 from export.models.inputs import CandidateInputs, RankerInputs
 from export.models.precision import cast_for_inference
-from export.models.ranker import PhoenixRanker, RankerOutput
+from export.models.ranker import DWELL_CAP_S, PhoenixRanker, RankerOutput
 from export.models.sample import random_ranker_inputs
-from phoenix.config import ModelConfig, get_config
+from phoenix.config import PREFIX_LEN, ModelConfig, get_config
 from phoenix.errors import ConfigError
 from phoenix.markdown import markdown_table
 
@@ -77,7 +79,7 @@ class RankerBenchRow:
     dtype: str
     one_pass: FormTiming
     reference: FormTiming
-    max_abs_diff: float  # max |p_one_pass - p_reference| over every action and dwell probability
+    max_abs_diff: float  # max |p_one_pass - p_reference| over `probabilities`
     chunk: int = DEFAULT_CHUNK
     chunked: FormTiming | None = None
     chunked_max_abs_diff: float = 0.0  # max |p_one_pass - p_chunked|
@@ -301,8 +303,8 @@ def chunked_forward(model: PhoenixRanker, chunk: int) -> Forward:
             model.forward(_candidate_slice(inputs, i, i + chunk)) for i in range(0, total, chunk)
         ]
         return RankerOutput(
-            torch.cat([o.action_logits for o in outs], dim=1),
-            torch.cat([o.dwell_logit for o in outs], dim=1),
+            torch.cat([o.logits for o in outs], dim=1),
+            torch.cat([o.continuous for o in outs], dim=1),
         )
 
     return forward
@@ -310,14 +312,8 @@ def chunked_forward(model: PhoenixRanker, chunk: int) -> Forward:
 
 def _candidate_slice(inputs: RankerInputs, start: int, stop: int) -> RankerInputs:
     c = inputs.candidates
-    return RankerInputs(
-        inputs.history,
-        CandidateInputs(
-            c.candidate_post_hash[:, start:stop],
-            c.candidate_author_hash[:, start:stop],
-            c.candidate_surface[:, start:stop],
-        ),
-    )
+    sliced = {f.name: getattr(c, f.name)[:, start:stop] for f in dataclasses.fields(c)}
+    return RankerInputs(inputs.user, inputs.history, CandidateInputs(**sliced))
 
 
 def forward_flops(
@@ -325,22 +321,29 @@ def forward_flops(
 ) -> int:
     """Multiply-add FLOPs (2 per multiply-accumulate) of one viewer's ranker forward, by form.
 
-    Counts what `PhoenixRanker` computes, with L = 1 + S context tokens (user + history), C
-    candidates, T = L + C tokens, D = emb_dim, W = hash_width, A = num_actions, F = ffn_dim,
-    Hq/Hkv query/key-value heads of size dk, N layers:
+    Counts the matrix products `PhoenixRanker` computes per token, with L = P + S context tokens
+    (P = 2 prefix tokens, S history), C candidates, T = L + C tokens, D = emb_dim, W = hash_width,
+    A = num_action_columns (64), K = num_continuous (8), F = ffn_dim, Hq/Hkv query/key-value
+    heads of size dk, N layers:
 
-    - embeddings: user_proj 2*(2W)*D, item_proj 2*(4W)*D per history token and candidate, the
-      actions table 2*A*D per history token (table and surface lookups are gathers: 0);
+    - embeddings, per history token and candidate: the post and the author projections,
+      2*(2W)*D each; the semantic-id projection 2*W_sid*D when the semantic-id table's width
+      W_sid differs from D (x-nano: 1024 -> 512, the largest embedding term); the count MLP
+      2*(n_counts+1)*M + 2*M*D (M = count_mlp_dim); per history token also the actions,
+      2*A*D. Table, context and semantic-id lookups are gathers: 0;
     - per layer, projections: 2*T*D*dk*(2*Hq + 2*Hkv) (q and o with Hq heads, k and v with Hkv:
       grouped-query attention shares k/v but every query head still does its own scores);
     - per layer, attention scores plus weighted values, 4*Hq*dk per (query, key) pair:
       one-pass L*L + C*(L + 1) pairs (context to context; each candidate to the context and to
       itself), reference T*T pairs (the full masked square);
     - per layer, FFN: 2*T*D*F for up and down each, plus gate when gated;
-    - heads: unembed and dwell, 2*C*D*(A + 1), on the candidates only.
+    - heads: action logits and continuous outputs, 2*C*D*(A + K), on the candidates only.
 
+    Left out, because they do not matter: the two prefix tokens' own projections (user and IP
+    rows, location and apps: a constant under 1 MFLOP per viewer, below 0.1% of any case here)
+    and everything elementwise (norms, qk-norm, rotary, softmax, GELU, the output scale).
     Chunked is the one-pass count for each chunk of `chunk` candidates (the last one shorter),
-    summed, so the context is paid once per chunk. Norms, rotary, softmax and GELU are left out.
+    summed, so the context is paid once per chunk.
     """
     if form == "chunked":
         if chunk < 1:
@@ -349,22 +352,28 @@ def forward_flops(
         return sum(forward_flops(config, history_len, n, "one_pass") for n in sizes)
     if form not in ("one_pass", "reference"):
         raise ConfigError(f"form: expected one of {FORMS}, got {form!r}")
-    d, w, a, f = config.emb_dim, config.hash_width, config.num_actions, config.ffn_dim
+    d, w, f = config.emb_dim, config.hash_width, config.ffn_dim
+    a, k = config.num_action_columns, config.num_continuous
     hq, hkv, dk = config.num_q_heads, config.num_kv_heads, config.key_size
-    ctx, c = 1 + history_len, candidates
+    ctx, c = PREFIX_LEN + history_len, candidates
     t = ctx + c
-    embed = 2 * 2 * w * d + (history_len + c) * 2 * 4 * w * d + history_len * 2 * a * d
+    per_post = 2 * (2 * 2 * w * d)
+    if config.sid_width != d:
+        per_post += 2 * config.sid_width * d
+    per_post += 2 * (config.num_counts + 1) * config.count_mlp_dim + 2 * config.count_mlp_dim * d
+    embed = (history_len + c) * per_post + history_len * 2 * a * d
     projections = 2 * t * d * dk * (2 * hq + 2 * hkv)
     pairs = ctx * ctx + c * (ctx + 1) if form == "one_pass" else t * t
     attention = 4 * hq * dk * pairs
     ffn = (3 if config.gated_ffn else 2) * 2 * t * d * f
-    heads = 2 * c * d * (a + 1)
+    heads = 2 * c * d * (a + k)
     return embed + config.num_layers * (projections + attention + ffn) + heads
 
 
 def probabilities(out: RankerOutput) -> torch.Tensor:
-    """[B, C, A+1] fp32: every action probability plus the dwell sigmoid."""
-    return torch.cat([out.action_probs, torch.sigmoid(out.dwell_logit.float())[..., None]], -1)
+    """[B, C, A+1] fp32: every action probability, then the dwell time as a fraction of its 30 s
+    cap (the dwell sigmoid; up to 10 on the gallery surface, whose cap is 300 s)."""
+    return torch.cat([out.probs, (out.dwell_time / DWELL_CAP_S)[..., None]], -1)
 
 
 def check_agreement(

@@ -1,4 +1,7 @@
-"""The Phoenix ranker and the two retrieval towers in PyTorch: X's architecture (docs/FIDELITY.md)."""
+"""The Phoenix ranker and the two retrieval towers in PyTorch: X's architecture.
+
+See docs/FIDELITY.md for where they follow X and where they deliberately do not.
+"""
 
 from export.models.inputs import (
     CandidateInputs,

@@ -101,6 +101,10 @@ class UserInputs:
         check_rows(self.user_ip_hash, "user_ip_hash", config.rows("ip"))
         check_nonnegative(self.user_categorical, "user_categorical")
         check_float(self.user_float, "user_float")
+        age = self.user_float[:, USER_AGE_YEARS]
+        if age.numel() and age.min() < 0:  # log1p of an age below -1 is NaN (X does not check)
+            raise InputError(f"user_float: age (column {USER_AGE_YEARS}) must be >= 0")
+        check_float(self.user_apps, "user_apps")
         check_binary(self.user_apps, "user_apps")
         return b
 
@@ -131,9 +135,11 @@ class HistoryInputs:
         check_tensor(
             self.history_actions, "history_actions", (batch, s, config.num_action_columns), None
         )
+        check_float(self.history_actions, "history_actions")
         check_binary(self.history_actions, "history_actions")
         check_tensor(self.history_dwell, "history_dwell", (batch, s), None)
         check_float(self.history_dwell, "history_dwell")
+        check_nonnegative(self.history_dwell, "history_dwell")
 
 
 @_inputs_cls
@@ -319,7 +325,7 @@ def check_range(t: Tensor, name: str, upper: int) -> None:
 
 def check_nonnegative(t: Tensor, name: str) -> None:
     if t.numel() and t.min() < 0:
-        raise InputError(f"{name}: values must be >= 0, got {int(t.min())}")
+        raise InputError(f"{name}: values must be >= 0, got {t.min().item()}")
 
 
 def check_float(t: Tensor, name: str) -> None:

@@ -37,7 +37,8 @@ from phoenix.config import GALLERY_SURFACE, PREFIX_LEN, ModelConfig
 X_KERNEL_BLOCK = 128
 #: Column of the continuous outputs that holds the dwell time.
 DWELL_COLUMN = 1
-#: Dwell time: 30 * sigmoid(x) seconds, except on the gallery surface: 300 * tanh(softplus(x) / 300).
+#: Dwell time: 30 * sigmoid(x) seconds, except on the gallery surface:
+#: 300 * tanh(softplus(x) / 300).
 DWELL_CAP_S = 30.0
 GALLERY_DWELL_CAP_S = 300.0
 

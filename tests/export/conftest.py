@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -42,6 +41,10 @@ def make_ranker() -> Callable[..., PhoenixRanker]:
 
 @pytest.fixture
 def make_retrieval() -> Callable[..., RetrievalModel]:
+    """`make_retrieval(config, seed=0)`: the two towers with seeded random weights, in eval mode.
+
+    Pass a towers' config (`ModelConfig.retrieval_config()`) for X's two-tower choices."""
+
     def make(config: ModelConfig, seed: int = 0) -> RetrievalModel:
         torch.manual_seed(seed)
         return RetrievalModel(config).eval()
@@ -54,32 +57,22 @@ def pad_history(
     valid_lens: Sequence[int],
     generator: torch.Generator | None = None,
 ) -> HistoryInputs:
-    """Viewer b keeps its first `valid_lens[b]` slots; later slots get post row 0 (padding).
+    """Viewer b keeps its first `valid_lens[b]` slots; later slots become padding (post row 0).
 
-    With a `generator`, the padded slots keep garbage that must be ignored: a valid second post
-    row, valid author rows, random actions and surfaces. Without one they are all zero.
+    Histories are left-aligned, oldest first, so padding sits at the end. With a `generator`, the
+    padded slots keep garbage that must be ignored: every field but the first post row keeps its
+    (valid, random) value and the actions are redrawn. Without one, padded slots are all zero.
     """
-    post = history.history_post_hash.clone()
-    author = history.history_author_hash.clone()
-    actions = history.history_actions.clone()
-    surface = history.history_surface.clone()
+    fields = {name: t.clone() for name, t in history.tensors().items()}
     for b, n in enumerate(valid_lens):
-        post[b, n:, 0] = 0
         if generator is None:
-            post[b, n:, 1] = 0
-            author[b, n:] = 0
-            actions[b, n:] = 0
-            surface[b, n:] = 0
-        else:
-            shape = actions[b, n:].shape
-            actions[b, n:] = (torch.rand(shape, generator=generator) < 0.5).float()
-    return dataclasses.replace(
-        history,
-        history_post_hash=post,
-        history_author_hash=author,
-        history_actions=actions,
-        history_surface=surface,
-    )
+            for t in fields.values():
+                t[b, n:] = 0
+            continue
+        fields["history_post_hash"][b, n:, 0] = 0
+        actions = fields["history_actions"][b, n:]
+        actions.copy_((torch.rand(actions.shape, generator=generator) < 0.5).float())
+    return HistoryInputs(**fields)
 
 
 @pytest.fixture(name="pad_history")

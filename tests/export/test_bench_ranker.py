@@ -27,13 +27,13 @@ from export.benchmarks.ranker import (
     probabilities,
     to_json,
 )
-from phoenix.actions import NUM_ACTIONS
 from phoenix.cli import main
 from phoenix.config import get_config
 from phoenix.errors import ConfigError
 
 #: A tiny config with a short history: each case takes milliseconds.
 SMALL = get_config("tiny").with_overrides(history_len=16)
+A, K = SMALL.num_action_columns, SMALL.num_continuous
 FAST = {"warmup": 1, "min_time_s": 0.0, "repeats": 3, "progress": False, "peak_size": 64}
 TABLE_HEADER = "| config | candidates | history | one-pass ms (median / p90) |"
 FLOPS_HEADER = "| config | candidates | chunk | one-pass GFLOP |"
@@ -102,54 +102,113 @@ def test_chunked_form_agrees_with_one_pass_when_chunks_are_uneven() -> None:
     inputs = full_history_inputs(SMALL, 70, CPU)  # chunks of 32, 32 and 6
     with torch.inference_mode():
         chunked = chunked_forward(model, 32)(inputs)
-        assert chunked.action_logits.shape == (1, 70, NUM_ACTIONS)
-        assert chunked.dwell_logit.shape == (1, 70)
-        gap = (probabilities(chunked) - probabilities(model(inputs))).abs().max().item()
+        one_pass = model(inputs)
+        assert chunked.logits.shape == (1, 70, A)
+        assert chunked.continuous.shape == (1, 70, K)
+        # Every output, not only what `probabilities` keeps, and in candidate order.
+        torch.testing.assert_close(chunked.logits, one_pass.logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(chunked.continuous, one_pass.continuous, rtol=0, atol=1e-5)
+        gap = (probabilities(chunked) - probabilities(one_pass)).abs().max().item()
         assert gap < AGREEMENT_TOLERANCE[torch.float32]
         assert check_agreement(model, inputs, 1e-4, chunked_forward(model, 32), "chunked") == gap
 
 
+def test_probabilities_are_the_action_probabilities_and_the_dwell_fraction() -> None:
+    model = make_model(SMALL, CPU, torch.float32)
+    with torch.inference_mode():
+        out = model(full_history_inputs(SMALL, 5, CPU))
+    p = probabilities(out)
+    assert p.shape == (1, 5, A + 1)
+    torch.testing.assert_close(p[..., :A], 1 / (1 + torch.exp(-out.logits)))
+    torch.testing.assert_close(p[..., A], out.continuous[..., 1] / 30.0)
+
+
+def test_agreement_check_refuses_forms_that_disagree() -> None:
+    model = make_model(SMALL, CPU, torch.float32)
+    inputs = full_history_inputs(SMALL, 5, CPU)
+
+    def shifted(i):  # type: ignore[no-untyped-def]
+        out = model(i)
+        return type(out)(out.logits + 0.5, out.continuous)
+
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="disagree"):
+        check_agreement(model, inputs, 1e-4, shifted, "shifted")
+
+
 def test_forward_flops_by_hand_for_one_layer() -> None:
-    # D=8, N=1, Hq=2, Hkv=1, dk=4, W=2, S=3 (L=4 context tokens), F=32 (ffn_dim rounds 16 up to 32)
+    # D=8, N=1, Hq=2, Hkv=1, dk=4, W=2 (semantic ids of width W, projected to D), S=3 (L = 2
+    # prefix + 3 history = 5 context tokens), F=32 (ffn_dim rounds 16 up to 32), count MLP 5+1 -> 4,
+    # 64 action columns, 8 continuous outputs.
     config = SMALL.with_overrides(
         emb_dim=8, num_layers=1, num_q_heads=2, num_kv_heads=1, key_size=4, hash_width=2,
-        history_len=3,
+        history_len=3, count_mlp_dim=4,
     )  # fmt: skip
-    assert config.ffn_dim == 32
-    a = NUM_ACTIONS
+    assert config.ffn_dim == 32 and (config.num_action_columns, config.num_continuous) == (64, 8)
 
     def by_hand(c: int, pairs: int) -> int:
-        t = 4 + c
-        embed = 2 * (2 * 2) * 8 + (3 + c) * 2 * (4 * 2) * 8 + 3 * 2 * a * 8
+        t = 5 + c
+        post_author = 2 * (2 * 2) * 8 * 2  # two rows of W=2 -> D, post and author
+        sid_proj = 2 * 2 * 8  # W=2 -> D
+        counts = 2 * 6 * 4 + 2 * 4 * 8  # (5 counts + 1) -> 4 -> D
+        embed = (3 + c) * (post_author + sid_proj + counts) + 3 * 2 * 64 * 8  # + history actions
         projections = 2 * t * 8 * (2 * 4) + 2 * t * 8 * (1 * 4) * 2 + 2 * t * (2 * 4) * 8
         attention = 2 * (2 * 4) * pairs * 2  # scores and values, 2 query heads of 4
         ffn = 2 * t * 8 * 32 * 2  # up and down
-        heads = 2 * c * 8 * (a + 1)
+        heads = 2 * c * 8 * (64 + 8)
         return embed + projections + attention + ffn + heads
 
-    # C=2: one-pass pairs 4*4 context + 2 candidates * (4 context + 1 self); reference 6*6.
-    assert forward_flops(config, 3, 2, "one_pass") == by_hand(2, 16 + 2 * 5)
-    assert forward_flops(config, 3, 2, "reference") == by_hand(2, 36)
+    # C=2: one-pass pairs 5*5 context + 2 candidates * (5 context + 1 self); reference 7*7.
+    assert forward_flops(config, 3, 2, "one_pass") == by_hand(2, 25 + 2 * 6)
+    assert forward_flops(config, 3, 2, "reference") == by_hand(2, 49)
     # Chunks of 1: the context twice, each with one candidate.
-    assert forward_flops(config, 3, 2, "chunked", chunk=1) == 2 * by_hand(1, 16 + 5)
-    assert forward_flops(config, 3, 2, "chunked", chunk=64) == by_hand(2, 16 + 2 * 5)
+    assert forward_flops(config, 3, 2, "chunked", chunk=1) == 2 * by_hand(1, 25 + 6)
+    assert forward_flops(config, 3, 2, "chunked", chunk=64) == by_hand(2, 25 + 2 * 6)
     gated = config.with_overrides(gated_ffn=True)
-    extra_gate = 2 * (4 + 2) * 8 * 32
-    assert forward_flops(gated, 3, 2, "one_pass") == by_hand(2, 26) + extra_gate
+    extra_gate = 2 * (5 + 2) * 8 * 32
+    assert forward_flops(gated, 3, 2, "one_pass") == by_hand(2, 37) + extra_gate
+    # A semantic-id table as wide as D needs no projection (X creates none).
+    no_sid_proj = config.with_overrides(sid_dim=8)
+    assert forward_flops(no_sid_proj, 3, 2, "one_pass") == by_hand(2, 37) - (3 + 2) * 2 * 2 * 8
+
+
+def test_x_nano_flops_include_the_wide_semantic_id_projection() -> None:
+    x_nano = get_config("x-nano")
+    assert (x_nano.sid_width, x_nano.emb_dim) == (1024, 512)
+    narrow = x_nano.with_overrides(sid_dim=512)  # no projection
+    s, c = x_nano.history_len, 64
+    gap = forward_flops(x_nano, s, c, "one_pass") - forward_flops(narrow, s, c, "one_pass")
+    assert gap == (s + c) * 2 * 1024 * 512
+    # It matters: several percent of the whole forward.
+    assert gap / forward_flops(x_nano, s, c, "one_pass") > 0.03
+
+
+def prefix_token_flops(config) -> int:  # type: ignore[no-untyped-def]
+    """What `forward_flops` leaves out as negligible: the prefix tokens' own projections (user
+    rows, IP rows, location features 4 * num_location_freqs wide, installed apps), per forward."""
+    d, w = config.emb_dim, config.hash_width
+    ip = 2 * (2 * w) * d if config.num_ip_rows else 0
+    return 2 * (2 * w) * d + ip + 2 * 4 * config.num_location_freqs * d + 2 * config.num_apps * d
 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_forward_flops_match_torch_flop_counter(form: str) -> None:
     """torch counts every matmul; the one-pass self-key terms are elementwise, so they differ by
-    exactly 4 * Hq * dk per candidate per layer there."""
+    exactly 4 * Hq * dk per candidate per layer there, and the prefix tokens' projections, left out
+    of the count, come on top once per forward (three chunks: three times)."""
     model = make_model(SMALL, CPU, torch.float32)
     inputs = full_history_inputs(SMALL, 70, CPU)
     forward = {"one_pass": model.forward, "reference": model.forward_reference}.get(form)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         (forward or chunked_forward(model, 32))(inputs)
     self_terms = 0 if form == "reference" else 4 * SMALL.num_q_heads * SMALL.key_size * 70
+    forwards = 3 if form == "chunked" else 1
     expected = forward_flops(SMALL, SMALL.history_len, 70, form, chunk=32)
-    assert counter.get_total_flops() == expected - self_terms * SMALL.num_layers
+    counted = counter.get_total_flops()
+    assert counted == expected - self_terms * SMALL.num_layers + forwards * prefix_token_flops(
+        SMALL
+    )
+    # What is left out is negligible.
+    assert forwards * prefix_token_flops(SMALL) / counted < 0.01
 
 
 def test_forward_flops_refuses_unknown_form_and_bad_chunk() -> None:
@@ -213,6 +272,17 @@ def test_bad_arguments_name_the_field(kwargs: dict, field: str) -> None:
     args = {"configs": [SMALL], "candidate_counts": [4], **FAST, **kwargs}
     with pytest.raises(ConfigError, match=field):
         bench_ranker(**args)
+
+
+def test_x_nano_geometry_benchmarks() -> None:
+    # X's home_direct_packed_nano (semantic-id table 1024 wide, IP rows, 64 action columns) with a
+    # short history, so the case takes seconds; `--config x-nano` runs the full 1,022 slots.
+    config = get_config("x-nano").with_overrides(history_len=14)
+    (row,) = bench_ranker([config], [5], chunk=2, **FAST)
+    assert (row.config, row.candidates, row.history_len) == ("x-nano", 5, 14)
+    assert 0 <= row.max_abs_diff < 1e-4 and 0 <= row.chunked_max_abs_diff < 1e-4
+    assert row.one_pass_flops == forward_flops(config, 14, 5, "one_pass")
+    assert row.chunked_flops == forward_flops(config, 14, 5, "chunked", chunk=2)
 
 
 def test_cli_prints_machine_and_table(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

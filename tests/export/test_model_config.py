@@ -108,13 +108,21 @@ def test_model_files_cover_every_target() -> None:
 def test_ranker_candidate_dims_are_dynamic_and_history_fixed() -> None:
     parsed = parse_pbtxt(pbtxt(RANKER, Target.CPU))
     dims = {t.name: list(t.dims) for t in [*parsed.input, *parsed.output]}
-    s, a = CONFIG.history_len, CONFIG.num_actions
+    s, a, k = CONFIG.history_len, CONFIG.num_action_columns, CONFIG.num_continuous
+    assert (s, a, k) == (126, 64, 8)
+    assert dims["user_hash"] == [2] and dims["user_ip_hash"] == [2]
+    assert dims["user_apps"] == [CONFIG.num_apps]
     assert dims["history_actions"] == [s, a]
     assert dims["history_post_hash"] == [s, 2]
+    assert dims["history_sids"] == [s, CONFIG.sid_levels]
+    assert dims["history_dwell"] == [s]
     assert dims["candidate_post_hash"] == [-1, 2]
     assert dims["candidate_surface"] == [-1]
-    assert dims["action_probs"] == [-1, a]
-    assert dims["dwell_time"] == [-1]
+    assert dims["candidate_sids"] == [-1, CONFIG.sid_levels]
+    assert dims["candidate_stale"] == [-1]
+    # X's serving outputs: log sigmoid of the 64 action logits, and the 8 continuous outputs
+    assert dims["action_log_probs"] == [-1, a]
+    assert dims["continuous"] == [-1, k]
 
 
 def test_dynamic_batching_present_with_zero_delay() -> None:

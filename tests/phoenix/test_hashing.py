@@ -133,24 +133,34 @@ def test_id_hasher_uses_each_entitys_block_of_the_config() -> None:
     ids = np.concatenate(
         [rng.integers(1, 2**63 - 1, size=2000, dtype=np.int64), -np.arange(1, 50), [2**63 - 1]]
     )
-    # Blocks by hand from DESIGN.md 4.1: rows 1..64 reserved, then users, posts, authors.
-    user_lo, user_hi = 65, 64 + config.num_user_rows - 1
-    post_lo, post_hi = user_hi + 1, user_hi + config.num_post_rows - 1
-    author_lo, author_hi = post_hi + 1, post_hi + config.num_author_rows - 1
+    # Blocks by hand from X's layout (docs/FIDELITY.md, "Hashing"): row 0 padding, rows 1..64
+    # reserved, then blocks of N rows at offsets 65 (users), posts, authors, IPs; an entity
+    # hashes to offset + 1 .. offset + N - 1.
+    n_u, n_p, n_a, n_ip = (
+        config.num_user_rows,
+        config.num_post_rows,
+        config.num_author_rows,
+        config.num_ip_rows,
+    )
+    user_off, post_off = 65, 65 + n_u
+    author_off, ip_off = post_off + n_p, post_off + n_p + n_a
     cases = [
-        (hasher.users, Entity.USER, config.num_user_rows, 64, user_lo, user_hi),
-        (hasher.posts, Entity.POST, config.num_post_rows, user_hi, post_lo, post_hi),
-        (hasher.authors, Entity.AUTHOR, config.num_author_rows, post_hi, author_lo, author_hi),
+        (hasher.users, Entity.USER, n_u, user_off),
+        (hasher.posts, Entity.POST, n_p, post_off),
+        (hasher.authors, Entity.AUTHOR, n_a, author_off),
+        (hasher.ips, Entity.IP, n_ip, ip_off),
     ]
-    for method, entity, num_rows, offset, lo, hi in cases:
+    for method, entity, num_rows, offset in cases:
         rows = method(ids)
         assert rows.shape == (len(ids), 2)
-        assert rows.min() >= lo and rows.max() <= hi, entity
+        assert rows.min() >= offset + 1 and rows.max() <= offset + num_rows - 1, entity
+        assert len(np.unique(rows)) > min(num_rows - 1, 2000) // 2  # spread over the block
         for i in (0, 1, 2, len(ids) - 1):
             want = [expected_row(entity, j, int(ids[i]), num_rows, offset) for j in range(2)]
             assert rows[i].tolist() == want
         assert method([0]).tolist() == [[0, 0]]
-    assert author_hi == config.table_rows - 1
+    # X's table: the blocks plus the 65 leading rows, rounded up to a multiple of 512.
+    assert config.table_rows == -(-(ip_off + n_ip) // 512) * 512
 
 
 def test_the_two_hash_functions_differ() -> None:
@@ -346,15 +356,20 @@ def test_numpy_sizes_are_accepted_as_ints() -> None:
     assert type(layout.item_offset) is int and layout.author_offset == 65 + 10 + 20
 
 
-def test_a_model_config_keeps_its_own_layout_and_has_no_ip_block() -> None:
+def test_a_model_config_keeps_its_own_layout_and_its_ip_block() -> None:
     config = PRESETS["tiny"]
+    assert config.num_ip_rows > 0  # X's ranker hashes IP addresses onto the user token
     hasher = IdHasher(config)
+    assert hasher.config is config
     ids = [5, 2**63 - 1]
     assert hasher.users(ids).tolist() == [
-        [
-            expected_row(Entity.USER, j, i, config.num_user_rows, config.user_offset)
-            for j in range(2)
-        ]
+        [expected_row(Entity.USER, j, i, config.num_user_rows, 65) for j in range(2)] for i in ids
+    ]
+    ip_offset = 65 + config.num_user_rows + config.num_post_rows + config.num_author_rows
+    assert hasher.ips(ids).tolist() == [
+        [expected_row(Entity.IP, j, i, config.num_ip_rows, ip_offset) for j in range(2)]
         for i in ids
     ]
-    assert hasher.ips(ids).tolist() == [[0, 0], [0, 0]]
+    # Without an IP block (num_ip_rows=0) every IP address hashes to 0, as in X.
+    no_ip = IdHasher(config.with_overrides(num_ip_rows=0))
+    assert no_ip.ips(ids).tolist() == [[0, 0], [0, 0]]
