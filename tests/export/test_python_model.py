@@ -378,7 +378,7 @@ def test_bad_request_gets_its_own_error(
     [
         (CANDIDATE_TOWER, "post_hash", CONFIG.author_offset + 1),  # an author row
         (CANDIDATE_TOWER, "author_hash", CONFIG.post_offset + 1),  # a post row
-        (USER_TOWER, "user_hash", CONFIG.table_rows),
+        (USER_TOWER, "history_author_hash", CONFIG.table_rows),
     ],
 )
 def test_towers_check_rows_too(
