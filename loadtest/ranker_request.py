@@ -13,12 +13,23 @@ import numpy.typing as npt
 
 from phoenix.actions import NUM_ACTIONS
 from phoenix.config import ModelConfig
-from phoenix.features import Arrays, pack_candidates, pack_history
+from phoenix.features import (
+    Arrays,
+    PostFacts,
+    UserProfile,
+    pack_candidates,
+    pack_history,
+    pack_user,
+)
 from phoenix.hashing import IdHasher
 from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER, RANKER
 
-OUTPUTS = ("action_probs", "dwell_time")
+#: X's serving outputs: log sigmoid of the 64 action logits, and the continuous outputs.
+OUTPUTS = ("action_log_probs", "continuous")
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+#: Requests are stamped at a fixed time; histories reach back a week.
+_NOW_S = 1_780_000_000
+_WEEK_S = 7 * 24 * 3600
 
 
 def served_ranker(client) -> tuple[ModelConfig, int]:  # type: ignore[no-untyped-def]
@@ -28,23 +39,41 @@ def served_ranker(client) -> tuple[ModelConfig, int]:  # type: ignore[no-untyped
     return config, int(params[MAX_CANDIDATES_PARAMETER]["string_value"])
 
 
+def _posts(config: ModelConfig, shape: tuple[int, ...], rng: np.random.Generator) -> PostFacts:
+    ids = rng.integers(1, 2**62, size=shape, dtype=np.int64)
+    impression = _NOW_S - rng.integers(0, _WEEK_S, size=shape)
+    return PostFacts(
+        post_ids=ids,
+        author_ids=rng.integers(1, 2**62, size=shape, dtype=np.int64),
+        surface=rng.integers(0, config.num_surfaces, size=shape),
+        impression_s=impression,
+        created_s=impression - rng.integers(0, 3 * 24 * 3600, size=shape),
+        followed_by_viewer=rng.random(shape) < 0.5,
+        following_viewer=rng.random(shape) < 0.1,
+        counts=rng.integers(0, 10_000, size=(*shape, config.num_counts)),
+        sids=rng.integers(0, config.sid_codes + 1, size=(*shape, config.sid_levels)),
+    )
+
+
 def ranker_request(config: ModelConfig, candidates: int, rng: np.random.Generator) -> Arrays:
-    """A batch-1 request: random ids for the viewer, a full history and the candidates."""
+    """A batch-1 request: a random viewer with a full history and `candidates` candidates, packed
+    by `phoenix.features` exactly as the orchestrator packs a real one."""
     s = config.history_len
-    ids = lambda *shape: rng.integers(1, 2**62, size=shape, dtype=np.int64)  # noqa: E731
     hasher = IdHasher(config)
+    profile = UserProfile.unknown(1)
+    user = pack_user(hasher, rng.integers(1, 2**62, size=1, dtype=np.int64), profile)
     history = pack_history(
         hasher,
-        ids(1),
-        ids(1, s),
-        ids(1, s),
-        rng.random((1, s, NUM_ACTIONS)) < 0.2,
-        rng.integers(0, config.num_surfaces, size=(1, s)),
+        _posts(config, (s,), rng),
+        rng.random((s, NUM_ACTIONS)) < 0.2,
+        rng.random(s).astype(np.float32) * 30,
+        np.zeros(s, np.int64),
+        np.zeros(1, np.int64),
     )
     cands = pack_candidates(
-        hasher, ids(1, candidates), ids(1, candidates), np.zeros((1, candidates), np.int64)
+        hasher, _posts(config, (1, candidates), rng), np.zeros((1, 1), np.int64)
     )
-    return {**history, **cands}
+    return {**user, **history, **cands}
 
 
 def infer_ranker(client, arrays: Arrays) -> dict[str, npt.NDArray[np.float32]]:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""`phoenix import`: an X checkpoint -> a project checkpoint, optionally checked against X's outputs.
+"""`phoenix import`: an X checkpoint -> a project checkpoint, checked against X's outputs.
 
 The geometry comes from the checkpoint's shapes plus its named preset (`x_presets`); the values are
 re-laid out bit-exactly (`x_params`); the result is a normal project checkpoint (safetensors +

@@ -11,9 +11,9 @@ valid row ranges) and outputs. Triton itself checks names, dtypes and ranks agai
 this model checks what Triton cannot: that the inputs of a request agree with each other (one
 batch size, one candidate count), index values (rows outside an entity's block, surfaces out of
 range, flags not 0/1, negative counts or times, NaN) and the candidate limit, and answers each
-bad request with an error that names the field, without failing the other requests of the batch. (It checks dtypes and fixed
-dimensions again, cheaply: a request that slipped through would otherwise break the whole group
-it is concatenated with.)
+bad request with an error that names the field, without failing the other requests of the
+batch. (It checks dtypes and fixed dimensions again, cheaply: a request that slipped through
+would otherwise break the whole group it is concatenated with.)
 
 Dynamic batching hands `execute` several requests at once; requests whose tensors have the same
 shapes (the orchestrator pads candidate counts to a few buckets for this) are concatenated along

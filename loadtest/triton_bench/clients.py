@@ -1,6 +1,7 @@
 """The requests every case sends and the three ways to send one: in-process (an ONNX Runtime
 session or a PyTorch `TorchRunner`, as the served model runs), and Triton over HTTP and gRPC.
-Each client is used by one thread; all answer with action_probs."""
+Each client is used by one thread; all answer with the action probabilities (exp of the served
+log-probabilities, so the paths are compared on one scale)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def make_request_pool(config: ModelConfig, candidates: int, size: int, seed: int
 
 class Client(Protocol):
     def infer(self, request: Request) -> np.ndarray:
-        """Run one request; its action_probs [1, C, A]."""
+        """Run one request; its action probabilities [1, C, A]."""
 
     def close(self) -> None: ...
 
@@ -75,9 +76,9 @@ class InProcessClient:
 
     def infer(self, request: Request) -> np.ndarray:
         if self._lock is None:
-            return self._runtime.run(list(OUTPUTS), request)[0]
+            return np.exp(self._runtime.run(list(OUTPUTS), request)[0])
         with self._lock:
-            return self._runtime.run(list(OUTPUTS), request)[0]
+            return np.exp(self._runtime.run(list(OUTPUTS), request)[0])
 
     def close(self) -> None:
         pass
@@ -105,7 +106,7 @@ class HttpClient:
             result = self._client.infer(self._model, inputs, outputs=self._outputs)
         except InferenceServerException as exc:
             raise ServingError(f"{HTTP} {self._model}: {exc}") from exc
-        return result.as_numpy(OUTPUTS[0])
+        return np.exp(result.as_numpy(OUTPUTS[0]))
 
     def close(self) -> None:
         self._client.close()
@@ -134,7 +135,7 @@ class GrpcClient:
             )
         except InferenceServerException as exc:
             raise ServingError(f"{GRPC} {self._model}: {exc}") from exc
-        return result.as_numpy(OUTPUTS[0])
+        return np.exp(result.as_numpy(OUTPUTS[0]))
 
     def close(self) -> None:
         self._client.close()

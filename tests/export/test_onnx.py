@@ -148,7 +148,9 @@ def test_parity_tolerance_is_absolute_for_probabilities_and_scales_for_seconds()
 def test_verify_onnx_refuses_a_graph_that_disagrees(graphs: dict[str, Path]) -> None:
     """The check can fail: a graph exported from other weights is caught, naming the output."""
     other = Checkpoint.initialise(SMALL, seed=99)
-    with pytest.raises(ExportError, match=r"phoenix_ranker: ONNX Runtime differs .* action_log_probs"):
+    with pytest.raises(
+        ExportError, match=r"phoenix_ranker: ONNX Runtime differs .* action_log_probs"
+    ):
         verify_onnx(RANKER, other, SMALL, graphs[RANKER])
 
 
