@@ -5,7 +5,8 @@ their own geometry), the action columns the named actions read, and free-form me
 training summary, the X checkpoint an import came from). `model.safetensors` holds the ranker's
 tensors under `ranker.` and the retrieval towers' under `retrieval.`. Loading checks every
 tensor's name, shape and dtype against the config before any weight is used, and refuses a
-mismatch with a message that names the tensors. Never pickle: safetensors and JSON only, so untrusted checkpoints cannot run code.
+mismatch with a message that names the tensors. Never pickle: safetensors and JSON only, so
+untrusted checkpoints cannot run code.
 """
 
 from __future__ import annotations
