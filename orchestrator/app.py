@@ -17,10 +17,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.http_observer import RequestObserver
+from orchestrator.pipeline.runner import FeedResult
 from orchestrator.schemas import (
     Changed,
     CreatePostRequest,
     EngagementRequest,
+    FeedExplain,
     FeedPost,
     FeedRequest,
     FeedResponse,
@@ -81,7 +83,10 @@ def create_app(service: FeedService) -> FastAPI:
             seen_ids=frozenset(body.seen_ids),
             served_ids=frozenset(body.served_ids),
             in_network_only=body.in_network_only,
+            video_only=body.video_only,
+            explain=body.explain,
         )
+        explained = result.explanations or {}
         return FeedResponse(
             posts=[
                 FeedPost(
@@ -95,6 +100,7 @@ def create_app(service: FeedService) -> FastAPI:
                     else {
                         a: round(float(p), 6) for a, p in zip(ACTIONS, c.predictions, strict=True)
                     },
+                    explanation=explained.get(c.post_id),
                 )
                 for c in result.posts
             ],
@@ -102,6 +108,7 @@ def create_app(service: FeedService) -> FastAPI:
             degraded_reason=result.degraded_reason,
             timings_ms=result.timings_ms,
             candidates=result.candidates,
+            explain=_feed_explain(service, result, body) if body.explain else None,
         )
 
     @app.post("/v1/posts", response_model=PostResponse, status_code=201, tags=["posts"])
@@ -167,6 +174,24 @@ def _relation_routes(app: FastAPI, service: FeedService, relation: str) -> None:
         create
     )
     app.delete(path, response_model=Changed, tags=["viewers"], summary=f"un{relation}")(remove)
+
+
+def _feed_explain(service: FeedService, result: FeedResult, body: FeedRequest) -> FeedExplain:
+    """The feed-level explanation: what each source gave and each filter removed."""
+    ranking = service.settings.ranking
+    return FeedExplain(
+        sources=result.candidates,
+        filters=result.removed,
+        removed_ids=result.removed_ids if body.explain_removed_ids else None,
+        constants={
+            "score_offset": ranking.score_offset,
+            "negative_score_scale": ranking.negative_score_scale,
+            "positive_weight_sum": ranking.positive_weight_sum,
+            "negative_weight_sum": ranking.negative_weight_sum,
+            "diversity_floor": ranking.diversity_floor,
+            "diversity_decay": ranking.diversity_decay,
+        },
+    )
 
 
 def _post_response(post: Post) -> PostResponse:

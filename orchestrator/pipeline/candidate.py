@@ -26,6 +26,8 @@ class FeedQuery:
     seen_ids: frozenset[int] = frozenset()
     served_ids: frozenset[int] = frozenset()
     in_network_only: bool = False
+    video_only: bool = False  # only video posts (Thunder reads its video lists)
+    explain: bool = False  # keep every stage's numbers for the response
     #: Values that several stages derive from the query, computed once (the viewer's features).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -43,9 +45,11 @@ class Candidate:
     post: Post | None = None
     reposted: Post | None = None
     parent: Post | None = None
+    quoted: Post | None = None
     author_known: bool = False  # the author is a known account
     author_follower_count: int = 0
-    author_follows_viewer: bool = False
+    mutual_follow: bool = False  # author and viewer follow each other
+    impressions: int = 0  # times the post was served (X's view count)
     # Ranker output: one probability per phoenix.actions.ACTIONS, and dwell time in seconds.
     predictions: npt.NDArray[np.float32] | None = None
     dwell_time_s: float = 0.0
@@ -73,5 +77,33 @@ class Candidate:
         return self.post.video_duration_s
 
     @property
+    def video_ms(self) -> int:
+        """The video's duration in ms, 0 for a post without video."""
+        return round(self.video_duration_s * 1000) if self.is_video else 0
+
+    @property
+    def original_post_id(self) -> int:
+        """The post a repost reposts, else the post itself: what is scored and embedded."""
+        if self.post is not None and self.post.is_repost and self.post.reposted_id:
+            return self.post.reposted_id
+        return self.post_id
+
+    @property
+    def original_author_id(self) -> int:
+        """The reposted post's author for a repost, else the author."""
+        if self.post is not None and self.post.is_repost:
+            if self.reposted is not None:
+                return self.reposted.author_id
+            if self.post.reposted_author_id:
+                return self.post.reposted_author_id
+        return self.author_id
+
+    @property
     def conversation_id(self) -> int:
-        return self.post_id if self.post is None else self.post.thread_id
+        """X's conversation key: a reply's lowest ancestor (its thread's root), the reposted post
+        for a repost, else the post itself."""
+        if self.post is None:
+            return self.post_id
+        if self.post.is_repost and self.post.reposted_id:
+            return self.post.reposted_id
+        return self.post.thread_id

@@ -9,14 +9,14 @@ the sources are merged Thunder first, so a post found by both sources stays in-n
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
 
 from orchestrator.pipeline.candidate import Candidate, FeedQuery
+from orchestrator.pipeline.text import muted_pattern, token_line
+from orchestrator.state.viewers import Viewer
 from phoenix.snowflake import age_ms
 
 #: Posts older than this are dropped (Thunder's retention, DESIGN.md 6 and 7).
@@ -88,17 +88,14 @@ class OwnPostFilter:
 
 
 class OutOfNetworkReplyOrRepostFilter:
-    """Out-of-network replies and reposts: without the conversation or the reposter in the
-    viewer's graph they read out of context."""
+    """Out-of-network replies and reposts (without the conversation or the reposter in the
+    viewer's graph they read out of context), and, as in X, any reply whose ancestors are missing
+    (its parent is not in the store: unknown or deleted)."""
 
     name = "out_of_network_reply_or_repost"
 
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        return [
-            c
-            for c in candidates
-            if c.in_network or c.post is None or not (c.post.is_reply or c.post.is_repost)
-        ]
+        return [c for c in candidates if c.post is None or _in_context(c)]
 
 
 class RepeatedRepostFilter:
@@ -125,53 +122,76 @@ class PreviouslySeenFilter:
 
 
 class MutedKeywordFilter:
-    """Posts whose text, or for a repost the reposted post's text, contains one of the viewer's
-    muted keywords: case-insensitive, whole words or phrases.
+    """Posts whose text contains one of the viewer's muted keywords, by X's tokenisation
+    (`orchestrator.pipeline.text`): case- and accent-insensitive whole tokens, a phrase as
+    consecutive tokens, "widget" muting "#widget" and "@widget".
 
-    A phrase of several words matches only as consecutive whole words; any run of whitespace or
-    punctuation separates words ("art" does not match "party" but matches "art!" and "#art").
+    The text is the post's own; a repost's text is the reposted post's (X's repost text carries
+    the original's, "RT @author: ...").
     """
 
     name = "muted_keyword"
 
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        pattern = keyword_pattern(query.viewer.muted_keywords)
+        pattern = muted_pattern(query.viewer.muted_keywords)
         if pattern is None:
             return list(candidates)
-        return [c for c in candidates if not any(pattern.search(t) for t in _texts(c))]
+        return [c for c in candidates if not pattern.search(token_line(_text(c)))]
 
 
 class BlockedOrMutedAuthorFilter:
-    """Authors the viewer blocks or mutes and authors who block the viewer; for a repost the
-    reposted post's author counts too (a repost must not smuggle a blocked author in)."""
+    """X's author social-graph filter: the author is muted or blocked by the viewer or blocks
+    the viewer; the quoted post's author is blocked by the viewer or blocks the viewer; a
+    repost's reposted author is blocked by the viewer."""
 
     name = "blocked_or_muted_author"
 
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
         viewer = query.viewer
-        excluded = viewer.blocked | viewer.muted | viewer.blocked_by
-        if not excluded:
+        if not (viewer.blocked or viewer.muted or viewer.blocked_by):
             return list(candidates)
-        return [c for c in candidates if excluded.isdisjoint(_related_author_ids(c))]
+        return [c for c in candidates if not _socially_excluded(c, viewer)]
+
+
+class VideoOnlyFilter:
+    """For a video-only request, posts without a video (a repost of a video is a video)."""
+
+    name = "video_only"
+
+    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
+        if not query.video_only:
+            return list(candidates)
+        return [c for c in candidates if c.is_video]
 
 
 class ConversationDedup:
-    """After selection: one post per conversation, the best scored (DESIGN.md 7).
-
-    On equal scores the earlier candidate wins. The query is not needed; it is accepted so this
-    class fits the `Filter` protocol and its metrics.
+    """After selection: one post per conversation (`Candidate.conversation_id`: a reply's
+    thread root, a repost's reposted post), the best scored, in the place of the conversation's
+    first post; on equal scores the earlier candidate wins, as in X's filter. The query is not
+    needed; it is accepted so this class fits the `Filter` protocol and its metrics.
     """
 
     name = "conversation_dedup"
 
     def apply(self, query: FeedQuery | None, candidates: list[Candidate]) -> list[Candidate]:
-        best: dict[int, int] = {}  # conversation -> index of its best candidate
-        for i, c in enumerate(candidates):
-            j = best.get(c.conversation_id)
-            if j is None or c.score > candidates[j].score:
-                best[c.conversation_id] = i
-        keep = sorted(best.values())
-        return [candidates[i] for i in keep]
+        keys = [c.conversation_id for c in candidates]
+        scores = [c.score for c in candidates]
+        return [candidates[i] for i in dedup_conversations(keys, scores)]
+
+
+def dedup_conversations(keys: Sequence[int], scores: Sequence[float]) -> list[int]:
+    """Indices kept by X's conversation dedup: each conversation keeps its best score (the first
+    on a tie) in the slot where the conversation first appeared."""
+    slot: dict[int, int] = {}  # conversation -> position in `kept`
+    kept: list[int] = []
+    for i, (key, score) in enumerate(zip(keys, scores, strict=True)):
+        at = slot.get(key)
+        if at is None:
+            slot[key] = len(kept)
+            kept.append(i)
+        elif score > scores[kept[at]]:
+            kept[at] = i
+    return kept
 
 
 def default_filters(max_age_ms: int = DEFAULT_MAX_AGE_MS) -> tuple[Filter, ...]:
@@ -186,6 +206,7 @@ def default_filters(max_age_ms: int = DEFAULT_MAX_AGE_MS) -> tuple[Filter, ...]:
         PreviouslySeenFilter(),
         MutedKeywordFilter(),
         BlockedOrMutedAuthorFilter(),
+        VideoOnlyFilter(),
     )
 
 
@@ -194,34 +215,22 @@ PRE_SCORING_FILTERS: tuple[Filter, ...] = default_filters()
 
 
 def apply_filters(
-    filters: Sequence[Filter], query: FeedQuery, candidates: list[Candidate]
+    filters: Sequence[Filter],
+    query: FeedQuery,
+    candidates: list[Candidate],
+    removed_ids: dict[str, list[int]] | None = None,
 ) -> tuple[list[Candidate], dict[str, int]]:
-    """Run a chain; the survivors and how many candidates each filter removed (for metrics)."""
+    """Run a chain; the survivors and how many candidates each filter removed (for metrics).
+    With `removed_ids` given, it receives the ids each filter removed."""
     removed: dict[str, int] = {}
     for f in filters:
         kept = f.apply(query, candidates)
         removed[f.name] = len(candidates) - len(kept)
+        if removed_ids is not None:
+            survivors = {id(c) for c in kept}
+            removed_ids[f.name] = [c.post_id for c in candidates if id(c) not in survivors]
         candidates = kept
     return candidates, removed
-
-
-@functools.lru_cache(maxsize=4096)
-def keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One case-insensitive regex matching any of `keywords` as whole words or phrases; None
-    when there is nothing to match. Cached: a viewer's keywords rarely change between requests.
-
-    Words of a phrase may be separated by any run of non-word characters; the lookarounds (rather
-    than `\\b`) keep whole-word matching right for keywords that start or end with punctuation,
-    such as "c++" or "#art".
-    """
-    alternatives = []
-    for keyword in keywords:
-        words = keyword.split()
-        if words:
-            alternatives.append(r"\W+".join(re.escape(w) for w in words))
-    if not alternatives:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
 
 
 def _first_per_key(
@@ -249,15 +258,27 @@ def _related_post_ids(c: Candidate) -> tuple[int, ...]:
     return tuple(i for i in (c.post_id, c.post.reposted_id, c.post.parent_id) if i)
 
 
-def _related_author_ids(c: Candidate) -> tuple[int, ...]:
-    if c.post is not None and c.post.is_repost and c.reposted is not None:
-        return (c.author_id, c.reposted.author_id)
-    return (c.author_id,)
+def _in_context(c: Candidate) -> bool:
+    post = c.post
+    assert post is not None
+    if post.is_reply and c.parent is None:
+        return False
+    return c.in_network or not (post.is_reply or post.is_repost)
 
 
-def _texts(c: Candidate) -> tuple[str, ...]:
+def _socially_excluded(c: Candidate, viewer: Viewer) -> bool:
+    author = c.author_id
+    if author in viewer.muted or author in viewer.blocked or author in viewer.blocked_by:
+        return True
+    quoted = c.quoted.author_id if c.quoted is not None else 0
+    if quoted and (quoted in viewer.blocked or quoted in viewer.blocked_by):
+        return True
+    return c.original_author_id != author and c.original_author_id in viewer.blocked
+
+
+def _text(c: Candidate) -> str:
     if c.post is None:
-        return ()
+        return ""
     if c.post.is_repost and c.reposted is not None:
-        return (c.post.text, c.reposted.text)
-    return (c.post.text,)
+        return c.reposted.text
+    return c.post.text

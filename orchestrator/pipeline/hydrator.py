@@ -32,10 +32,13 @@ class PostHydrator:
                 c.reposted = self.posts.get(post.reposted_id)
             if post.parent_id:
                 c.parent = self.posts.get(post.parent_id)
+            if post.quoted_id:
+                c.quoted = self.posts.get(post.quoted_id)
             author = post.author_id
             c.author_known = self.viewers.exists(author)
             if author not in counts:
                 counts[author] = self.viewers.follower_count(author)
             c.author_follower_count = counts[author]
-            c.author_follows_viewer = author in viewer.followers
+            c.mutual_follow = author in viewer.followers and author in following
+            c.impressions = self.posts.impressions(c.post_id)
             c.in_network = c.source == THUNDER or author in following

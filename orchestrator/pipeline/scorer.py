@@ -11,7 +11,8 @@ from phoenix.features import pack_candidates
 
 
 class PhoenixScorer:
-    """Sets `predictions` and `dwell_time_s` on every candidate."""
+    """Sets `predictions` and `dwell_time_s` on every candidate. A repost is scored as the post it
+    reposts, by that post's author, as X's Phoenix scorer does."""
 
     name = "ranker"
 
@@ -23,8 +24,8 @@ class PhoenixScorer:
             return
         hasher = self.triton.served.hasher
         n = len(candidates)
-        post_ids = np.fromiter((c.post_id for c in candidates), np.int64, n)
-        author_ids = np.fromiter((c.author_id for c in candidates), np.int64, n)
+        post_ids = np.fromiter((c.original_post_id for c in candidates), np.int64, n)
+        author_ids = np.fromiter((c.original_author_id for c in candidates), np.int64, n)
         features = pack_candidates(
             hasher, post_ids, author_ids, np.full(n, FOR_YOU_SURFACE, np.int64)
         )

@@ -20,7 +20,7 @@ class Source(Protocol):
 
 
 class ThunderSource:
-    """Recent posts of the accounts the viewer follows."""
+    """Recent posts of the accounts the viewer follows (their videos for a video-only query)."""
 
     name = THUNDER
 
@@ -30,12 +30,16 @@ class ThunderSource:
 
     async def fetch(self, query: FeedQuery) -> list[Candidate]:
         viewer = query.viewer
+        limit = self.max_results
+        if query.video_only and limit is not None:  # a video lookup returns at most 600
+            limit = min(limit, self.thunder.settings.max_video_results)
         posts = self.thunder.lookup(
             viewer.viewer_id,
             viewer.following,
             query.now_ms,
             exclude=query.seen_ids | query.served_ids,
-            max_results=self.max_results,
+            max_results=limit,
+            video=query.video_only,
         )
         return [Candidate(p.post_id, THUNDER, in_network=True, post=p) for p in posts]
 

@@ -28,6 +28,8 @@ class Post:
     is_video: bool = False  # a repost of a video counts as a video
     video_duration_s: float = 0.0
     text: str = ""
+    reposted_author_id: int = 0  # author of the reposted post, 0 unless a repost
+    quoted_id: int = 0  # the post this one quotes, 0 when none
 
     @property
     def created_ms(self) -> int:
@@ -66,13 +68,21 @@ class PostStore(Protocol):
 
     def is_deleted(self, post_id: int) -> bool: ...
 
+    def impressions(self, post_id: int) -> int:
+        """How many times the post was served (X's view count)."""
+
+    def add_impression(self, post_id: int) -> None: ...
+
 
 class InMemoryPostStore:
     """Every post in a dict; thread-safe for one writer and many readers."""
 
-    def __init__(self, posts: Iterable[Post] = ()) -> None:
+    def __init__(
+        self, posts: Iterable[Post] = (), impressions: dict[int, int] | None = None
+    ) -> None:
         self._posts: dict[int, Post] = {}
         self._deleted: set[int] = set()
+        self._impressions: dict[int, int] = dict(impressions or {})
         self._lock = threading.Lock()
         for post in posts:
             self._posts[post.post_id] = post
@@ -94,6 +104,13 @@ class InMemoryPostStore:
 
     def is_deleted(self, post_id: int) -> bool:
         return post_id in self._deleted
+
+    def impressions(self, post_id: int) -> int:
+        return self._impressions.get(post_id, 0)
+
+    def add_impression(self, post_id: int) -> None:
+        with self._lock:
+            self._impressions[post_id] = self._impressions.get(post_id, 0) + 1
 
     def __len__(self) -> int:
         return len(self._posts)

@@ -1,5 +1,6 @@
 """Pre-scoring filters and the conversation dedup (DESIGN.md 7): one test per rule, each with a
-candidate that must go and one that must stay."""
+candidate that must go and one that must stay, and the literal cases of X's filter tests
+(home-mixer/filters/*.rs) restated."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from orchestrator.pipeline.filters import (
     PreviouslySeenFilter,
     RepeatedRepostFilter,
     TooOldFilter,
+    VideoOnlyFilter,
     apply_filters,
+    dedup_conversations,
     default_filters,
 )
 from orchestrator.state.posts import Post
@@ -60,6 +63,7 @@ def cand(p: Post | None, *, post_id: int | None = None, in_network: bool = True,
 def query(**viewer_fields) -> FeedQuery:
     seen = viewer_fields.pop("seen_ids", frozenset())
     served = viewer_fields.pop("served_ids", frozenset())
+    video_only = viewer_fields.pop("video_only", False)
     fields = {
         "viewer_id": VIEWER,
         "following": (),
@@ -70,7 +74,13 @@ def query(**viewer_fields) -> FeedQuery:
         "muted_keywords": (),
     }
     fields.update(viewer_fields)
-    return FeedQuery(viewer=Viewer(**fields), now_ms=NOW_MS, seen_ids=seen, served_ids=served)
+    return FeedQuery(
+        viewer=Viewer(**fields),
+        now_ms=NOW_MS,
+        seen_ids=seen,
+        served_ids=served,
+        video_only=video_only,
+    )
 
 
 def ids(candidates: list[Candidate]) -> list[int]:
@@ -98,6 +108,7 @@ def test_default_chain_order_and_names() -> None:
         "previously_seen",
         "muted_keyword",
         "blocked_or_muted_author",
+        "video_only",
     ]
     chain = default_filters(max_age_ms=HOUR_MS)
     assert [f.name for f in chain] == [f.name for f in PRE_SCORING_FILTERS]
@@ -148,15 +159,30 @@ def test_own_post() -> None:
 
 def test_out_of_network_replies_and_reposts() -> None:
     root = post()
-    oon_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=False)
+    oon_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=False, parent=root)
     oon_repost = cand(post(kind=REPOST, reposted_id=root.post_id), in_network=False)
     oon_original = cand(post(), in_network=False)
-    in_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=True)
+    in_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=True, parent=root)
     in_repost = cand(post(kind=REPOST, reposted_id=root.post_id), in_network=True)
     kept = OutOfNetworkReplyOrRepostFilter().apply(
         query(), [oon_reply, oon_original, in_reply, oon_repost, in_repost]
     )
     assert kept == [oon_original, in_reply, in_repost]
+
+
+def test_x_case_replies_missing_their_ancestors_are_dropped_in_network_too() -> None:
+    """oon_retweet_reply_filter.rs: of 1-6 and 8 (9 and 7 have no in-network value here),
+    1 (OON repost), 2 (OON reply), 8 (in-network reply without ancestors) go."""
+    parent = post()
+    c1 = cand(post(kind=REPOST, reposted_id=pid()), in_network=False)
+    c2 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=False, parent=parent)
+    c3 = cand(post(), in_network=False)
+    c4 = cand(post(kind=REPOST, reposted_id=pid()), in_network=True)
+    c5 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=True, parent=parent)
+    c6 = cand(post(), in_network=True)
+    c8 = cand(post(kind=REPLY, parent_id=pid()), in_network=True)  # parent not in the store
+    kept = OutOfNetworkReplyOrRepostFilter().apply(query(), [c1, c2, c3, c4, c5, c6, c8])
+    assert kept == [c3, c4, c5, c6]
 
 
 def test_repeated_reposts_keep_first_occurrence_of_the_underlying_post() -> None:
@@ -203,39 +229,68 @@ def _muted(keywords: tuple[str, ...], *texts: str) -> list[str]:
     return [c.post.text for c in candidates if c not in kept]  # type: ignore[union-attr]
 
 
-def test_muted_keyword_whole_words_only() -> None:
+def test_x_case_simple_keyword() -> None:
+    assert _muted(("spam",), "This is spam content", "This is good content") == [
+        "This is spam content"
+    ]
+
+
+def test_x_case_keyword_mutes_the_hashtag_too() -> None:
+    texts = ("#widget launch event", "widget speaks at summit", "unrelated product news")
+    assert _muted(("widget",), *texts) == list(texts[:2])
+
+
+def test_x_case_hashtag_keyword_mutes_only_the_hashtag() -> None:
+    texts = ("#LAUNCH day", "support launch movement", "unrelated tweet")
+    assert _muted(("#launch",), *texts) == ["#LAUNCH day"]
+
+
+def test_x_case_keyword_mutes_the_mention() -> None:
+    texts = ("Hey @exampleuser check this out", "exampleuser posted something", "different user")
+    assert _muted(("exampleuser",), *texts) == list(texts[:2])
+
+
+def test_x_case_phrase_needs_consecutive_tokens() -> None:
+    texts = ("This is a crypto scam warning", "crypto is great, scam artists are bad", "unrelated")
+    assert _muted(("crypto scam",), *texts) == ["This is a crypto scam warning"]
+
+
+def test_x_case_several_keywords() -> None:
+    texts = ("This is spam content", "This is a scam alert", "#blocked user posting", "good")
+    assert _muted(("spam", "scam", "#blocked"), *texts) == list(texts[:3])
+
+
+def test_x_case_case_insensitive() -> None:
+    texts = ("This is SPAM content", "This is spam content", "This is SpAm content", "good")
+    assert _muted(("SPAM",), *texts) == list(texts[:3])
+
+
+def test_x_case_accent_insensitive() -> None:
+    texts = ("I love café culture", "I love cafe culture", "I love coffee culture")
+    assert _muted(("café",), *texts) == list(texts[:2])
+    assert _muted(("cafe",), *texts) == list(texts[:2])  # "café" is muted by "cafe"
+
+
+def test_x_case_every_candidate_removed_and_none() -> None:
+    assert _muted(("spam",), "spam spam spam", "more spam here") == [
+        "spam spam spam",
+        "more spam here",
+    ]
+    assert _muted(("spam",)) == []
+    assert _muted((), "This is spam content") == []
+
+
+def test_x_case_punctuation_separates_tokens() -> None:
+    texts = ("Buy bitcoin! It's great!!!", "bitcoin, ethereum, and more", "(bitcoin is volatile)")
+    assert _muted(("bitcoin",), *texts, "stocks and bonds") == list(texts)
+
+
+def test_muted_keyword_whole_tokens_only() -> None:
     removed = _muted(("art",), "a party tonight", "modern art", "artist talk", "smart move")
     assert removed == ["modern art"]
 
 
-def test_muted_keyword_is_case_insensitive() -> None:
-    assert _muted(("Art",), "MODERN ART museum", "no match") == ["MODERN ART museum"]
-    assert _muted(("spoilers",), "No SpOiLeRs here") == ["No SpOiLeRs here"]
-
-
-def test_muted_keyword_punctuation_is_a_word_boundary() -> None:
-    texts = ("I love art!", "(art)", "art, music", "#art", "art's", "party-time", "arty")
-    assert _muted(("art",), *texts) == ["I love art!", "(art)", "art, music", "#art", "art's"]
-
-
-def test_muted_keyword_phrase_matches_consecutive_whole_words() -> None:
-    texts = (
-        "Game of Thrones: the finale",  # not the phrase
-        "the game finale tonight",  # words consecutive
-        "The GAME, finale!",  # punctuation between
-        "game tonight, then the finale",  # both words, not consecutive
-        "endgame finale",  # not a whole word
-        "game finales",  # not a whole word
-    )
-    assert _muted(("game finale",), *texts) == ["the game finale tonight", "The GAME, finale!"]
-
-
-def test_muted_keyword_escapes_regex_characters() -> None:
-    assert _muted(("c++",), "I write c++ daily", "c and cpp", "cxx") == ["I write c++ daily"]
-    assert _muted(("a.b",), "axb", "see a.b now") == ["see a.b now"]
-
-
-def test_muted_keyword_checks_reposted_text() -> None:
+def test_muted_keyword_checks_a_reposts_original_text() -> None:
     original = post(text="Big spoilers inside", author=300)
     clean = post(text="nothing to see", author=301)
     repost_muted = cand(post(kind=REPOST, reposted_id=original.post_id), reposted=original)
@@ -244,9 +299,9 @@ def test_muted_keyword_checks_reposted_text() -> None:
     assert MutedKeywordFilter().apply(q, [repost_muted, repost_clean]) == [repost_clean]
 
 
-def test_muted_keyword_without_keywords_keeps_everything() -> None:
+def test_muted_keyword_without_a_token_keeps_everything() -> None:
     candidates = [cand(post(text="anything at all"))]
-    assert MutedKeywordFilter().apply(query(muted_keywords=("  ",)), candidates) == candidates
+    assert MutedKeywordFilter().apply(query(muted_keywords=("  ", "!!")), candidates) == candidates
 
 
 @pytest.mark.parametrize("relation", ["blocked", "muted", "blocked_by"])
@@ -256,32 +311,65 @@ def test_blocked_or_muted_author(relation: str) -> None:
     assert BlockedOrMutedAuthorFilter().apply(q, [bad, good]) == [good]
 
 
-def test_repost_of_a_muted_authors_post() -> None:
-    by_muted, by_other = post(author=600), post(author=601)
-    repost_bad = cand(
-        post(kind=REPOST, reposted_id=by_muted.post_id, author=602), reposted=by_muted
+def test_x_case_blocked_and_muted_authors_go() -> None:
+    """author_socialgraph_filter.rs: blocked 100, muted 300 of authors 100..400."""
+    batch = [cand(post(author=a)) for a in (100, 200, 300, 400)]
+    q = query(blocked=frozenset({100}), muted=frozenset({300}))
+    assert [c.author_id for c in BlockedOrMutedAuthorFilter().apply(q, batch)] == [200, 400]
+
+
+def test_x_case_quoted_author_blocked_or_blocking() -> None:
+    blocked_quoted, blocking_quoted, fine = post(author=800), post(author=801), post(author=802)
+
+    def quoting(q: Post) -> Candidate:
+        return cand(post(author=500, quoted_id=q.post_id), quoted=q)
+
+    batch = [quoting(blocked_quoted), quoting(blocking_quoted), quoting(fine)]
+    q = query(blocked=frozenset({800}), blocked_by=frozenset({801}))
+    assert BlockedOrMutedAuthorFilter().apply(q, batch) == [batch[2]]
+
+
+def test_reposted_author_counts_when_the_viewer_blocks_them() -> None:
+    """X checks a repost's reposted author against the viewer's blocks only."""
+    by_blocked, by_muted = post(author=600), post(author=601)
+
+    def repost_of(p: Post) -> Candidate:
+        return cand(post(kind=REPOST, reposted_id=p.post_id, author=602), reposted=p)
+
+    bad, kept = repost_of(by_blocked), repost_of(by_muted)
+    q = query(blocked=frozenset({600}), muted=frozenset({601}))
+    assert BlockedOrMutedAuthorFilter().apply(q, [bad, kept]) == [kept]
+
+
+def test_video_only_keeps_videos_and_video_reposts() -> None:
+    video = post(is_video=True)
+    plain, video_repost = (
+        cand(post()),
+        cand(post(kind=REPOST, reposted_id=video.post_id, is_video=True)),
     )
-    repost_good = cand(
-        post(kind=REPOST, reposted_id=by_other.post_id, author=602), reposted=by_other
-    )
-    q = query(muted=frozenset({600}))
-    assert BlockedOrMutedAuthorFilter().apply(q, [repost_bad, repost_good]) == [repost_good]
+    batch = [cand(video), plain, video_repost]
+    assert VideoOnlyFilter().apply(query(video_only=True), batch) == [batch[0], video_repost]
+    assert VideoOnlyFilter().apply(query(), batch) == batch
 
 
-def test_conversation_dedup_keeps_best_scored_in_order() -> None:
+def test_x_case_conversation_dedup_keeps_the_best_per_conversation() -> None:
+    """dedup_conversation_filter.rs: the key is the lowest ancestor (a repost's reposted post)."""
+    # 10 (ancestors [1]) 0.5, 11 ([2, 1]) 0.9, 12 ([1]) 0.7, 20 ([2]) 0.3 -> 11 and 20
+    assert dedup_conversations([1, 1, 1, 2], [0.5, 0.9, 0.7, 0.3]) == [1, 3]
+    assert dedup_conversations([42, 42], [1.0, 1.0]) == [0]  # a tie keeps the first
+    assert dedup_conversations([1, 2], [1.0, 2.0]) == [0, 1]  # no shared conversation
+    # a repost of 1 and a reply under 1: one survives, the better
+    assert dedup_conversations([1, 1], [0.5, 0.9]) == [1]
+    assert dedup_conversations([1, 1], [0.4, 0.8]) == [1]
+
+
+def test_conversation_keys_of_replies_and_reposts() -> None:
     root = post()
-    a = cand(post(), score=0.5)
-    low = cand(post(kind=REPLY, parent_id=root.post_id, conversation_id=root.post_id), score=0.1)
-    high = cand(post(kind=REPLY, parent_id=root.post_id, conversation_id=root.post_id), score=0.9)
-    kept = ConversationDedup().apply(None, [low, a, high])
-    assert kept == [a, high]
-
-
-def test_conversation_dedup_tie_keeps_first() -> None:
-    root = post()
-    first = cand(root, score=0.3)
-    second = cand(post(kind=REPLY, conversation_id=root.post_id), score=0.3)
-    assert ConversationDedup().apply(None, [first, second]) == [first]
+    reply = cand(post(kind=REPLY, parent_id=root.post_id, conversation_id=root.post_id))
+    repost = cand(post(kind=REPOST, reposted_id=root.post_id))
+    original = cand(root)
+    assert reply.conversation_id == repost.conversation_id == original.conversation_id
+    assert ConversationDedup().apply(None, [reply, repost, original]) == [reply]
 
 
 def test_apply_filters_counts_removals() -> None:
