@@ -138,10 +138,12 @@ def worlds(spec_scale: list[int], work: Path) -> list[tuple[str, Path]]:
 
     out = []
     for scale in spec_scale:
-        base = WorldSpec()
-        spec = WorldSpec(num_users=base.num_users * scale, num_authors=base.num_authors * scale)
+        base = WorldSpec(seed=7)  # the demo's world (`phoenix demo`, seed 7)
+        spec = WorldSpec(
+            seed=7, num_users=base.num_users * scale, num_authors=base.num_authors * scale
+        )
         path = work / f"world_x{scale}"
-        if not (path / "posts.parquet").exists():
+        if not (path / "world.json").exists():
             generate_world(spec, path, progress=False)
         out.append((f"demo x{scale}" if scale > 1 else "demo", path))
     return out
