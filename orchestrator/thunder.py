@@ -138,6 +138,34 @@ class Thunder:
         """In-network candidates for `viewer_id` at `now_ms`, newest first (DESIGN.md 6). A video
         lookup (`video`) reads the video lists and returns at most `max_video_results` unless
         `max_results` says otherwise."""
+        return self._lookup(
+            viewer_id, following, now_ms, exclude, max_results, video, "_posts"
+        ).tolist()
+
+    def lookup_ids(
+        self,
+        viewer_id: int,
+        following: Sequence[int],
+        now_ms: int,
+        *,
+        exclude: Collection[int] = (),
+        max_results: int | None = None,
+        video: bool = False,
+    ) -> np.ndarray:
+        """`lookup`'s posts as an array of their ids (what the feed pipeline takes)."""
+        return self._lookup(viewer_id, following, now_ms, exclude, max_results, video, "_ids")
+
+    def _lookup(
+        self,
+        viewer_id: int,
+        following: Sequence[int],
+        now_ms: int,
+        exclude: Collection[int],
+        max_results: int | None,
+        video: bool,
+        column: str,
+    ) -> np.ndarray:
+        """`column` (a row array: `_posts` or `_ids`) at the rows a lookup keeps, newest first."""
         s = self.settings
         _check_int("viewer_id", viewer_id, 0)
         _check_int("now_ms", now_ms, 0)
@@ -147,9 +175,9 @@ class Thunder:
         excluded = _as_ids("exclude", exclude)
         lo_id = _first_id_at(now_ms - s.retention_ms)
         hi_id = _first_id_at(now_ms + 1) - 1
-        with self._lock:
+        with self._lock:  # rows are renumbered by rebuilds: read the column under the same lock
             rows = self._lookup_rows(viewer_id, followed, excluded, lo_id, hi_id, limit, video)
-            return np.take(self._posts, rows).tolist()
+            return np.take(getattr(self, column), rows)
 
     def _lookup_rows(
         self,

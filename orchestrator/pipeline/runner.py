@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from orchestrator.metrics import Metrics
-from orchestrator.pipeline.candidate import Candidate, FeedQuery
+from orchestrator.pipeline.candidate import Candidates, FeedQuery, RankedPost
 from orchestrator.pipeline.filters import Filter, apply_filters
 from orchestrator.pipeline.hydrator import PostHydrator
 from orchestrator.pipeline.ranking import EmbeddingLookup, Ranked, RankingInputs, rank
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FeedResult:
-    posts: list[Candidate]
+    posts: list[RankedPost]
     degraded: bool = False
     degraded_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -71,16 +72,17 @@ class FeedPipeline:
             fetched = await asyncio.gather(
                 *(s.fetch(query) for s in self.sources), return_exceptions=True
             )
-        merged: list[Candidate] = []
+        parts: list[Candidates] = []
         for source, got in zip(self.sources, fetched, strict=True):
             if isinstance(got, TritonUnavailable):
                 self._degrade(result, f"{source.name}: {got}")
-                got = []
+                got = Candidates.empty()
             elif isinstance(got, BaseException):
                 raise got
             result.candidates[source.name] = len(got)
             self.metrics.candidates.labels(source.name).observe(len(got))
-            merged.extend(got)
+            parts.append(got)
+        merged = Candidates.concat(parts)
 
         with timer("hydrate"):
             self.hydrator.hydrate(query, merged)
@@ -100,32 +102,21 @@ class FeedPipeline:
                 self._degrade(result, f"ranker: {exc}")
         with timer("select"):
             if result.degraded:
-                result.posts = self._recency_feed(query, kept)
+                kept.score = np.zeros(len(kept))
+                result.posts = kept.posts(recency_page(kept, query.limit))
             else:
                 ranked = rank(self.ranking, ranking_inputs(query, kept), self.embeddings)
-                for c, weighted, score in zip(
-                    kept, ranked.squashed.tolist(), ranked.final.tolist(), strict=True
-                ):
-                    c.weighted_score, c.score = weighted, score
-                ordered = [kept[i] for i in ranked.order.tolist()]
-                result.posts = select(self.ranking, ordered, query.limit)
+                kept.score = ranked.final
+                order = ranked.order
+                chosen = select(
+                    self.ranking, kept.conversation_id[order], ranked.final[order], query.limit
+                )
+                page = order[chosen]
+                result.posts = kept.posts(page)
                 if query.explain:
-                    result.explanations = explanations(ranked, kept, result.posts)
+                    result.explanations = explanations(ranked, kept.post_id, page)
         result.timings_ms["total"] = sum(result.timings_ms.values())
         return result
-
-    def _recency_feed(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        """In-network posts, newest first, one per conversation, no scores."""
-        newest = sorted((c for c in candidates if c.in_network), key=lambda c: -c.post_id)
-        for c in newest:
-            c.score = 0.0
-        seen: set[int] = set()
-        page = []
-        for c in newest:
-            if c.conversation_id not in seen:
-                seen.add(c.conversation_id)
-                page.append(c)
-        return page[: query.limit]
 
     def _degrade(self, result: FeedResult, reason: str) -> None:
         if not result.degraded:
@@ -135,49 +126,49 @@ class FeedPipeline:
         result.degraded_reason = result.degraded_reason or reason
 
 
-def ranking_inputs(query: FeedQuery, candidates: Sequence[Candidate]) -> RankingInputs:
-    """The ranking arithmetic's arrays from hydrated, scored candidates."""
-    n = len(candidates)
-    probs = np.zeros((n, len(ACTIONS)))
-    for i, c in enumerate(candidates):
-        if c.predictions is None:
-            raise ValueError(f"candidate {c.post_id} has no predictions")
-        probs[i] = c.predictions
-    if not np.isfinite(probs).all():
-        bad = [
-            c.post_id for c, ok in zip(candidates, np.isfinite(probs).all(1), strict=True) if not ok
-        ]
-        raise ValueError(f"non-finite predictions for candidates {bad}")
+def recency_page(candidates: Candidates, limit: int) -> npt.NDArray[np.int64]:
+    """The degraded page: in-network posts, newest first, one per conversation (positions)."""
+    newest = np.flatnonzero(candidates.in_network)
+    newest = newest[np.argsort(-candidates.post_id[newest], kind="stable")]
+    first = np.sort(np.unique(candidates.conversation_id[newest], return_index=True)[1])
+    return newest[first][:limit]
 
-    def col(values: Any, dtype: type) -> np.ndarray:
-        return np.fromiter(values, dtype, n)
 
+def ranking_inputs(query: FeedQuery, candidates: Candidates) -> RankingInputs:
+    """The ranking arithmetic's arrays from a hydrated, scored batch."""
+    c = candidates
+    probs = c.predictions
+    if probs is None:
+        raise ValueError("the candidates have no predictions")
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"non-finite predictions for candidates {c.post_id[~finite].tolist()}")
+    probs64 = probs.astype(np.float64)
     return RankingInputs(
-        post_id=col((c.post_id for c in candidates), np.int64),
-        author_id=col((c.author_id for c in candidates), np.int64),
-        in_network=col((c.in_network for c in candidates), np.bool_),
-        is_reply=col((c.post is not None and c.post.is_reply for c in candidates), np.bool_),
-        is_repost=col((c.post is not None and c.post.is_repost for c in candidates), np.bool_),
-        mutual_follow=col((c.mutual_follow for c in candidates), np.bool_),
-        video_ms=col((c.video_ms for c in candidates), np.int64),
-        author_followers=col((c.author_follower_count for c in candidates), np.int64),
-        impressions=col((c.impressions for c in candidates), np.int64),
-        embedding_id=col((c.original_post_id for c in candidates), np.int64),
-        probs={name: probs[:, i] for i, name in enumerate(ACTIONS)},
-        dwell_time_s=col((c.dwell_time_s for c in candidates), np.float64),
+        post_id=c.post_id,
+        author_id=c.author_id,
+        in_network=c.in_network,
+        is_reply=c.is_reply,
+        is_repost=c.is_repost,
+        mutual_follow=c.mutual_follow,
+        video_ms=c.video_ms,
+        author_followers=c.author_followers,
+        impressions=c.impressions,
+        embedding_id=c.original_post_id,
+        probs={name: probs64[:, i] for i, name in enumerate(ACTIONS)},
+        dwell_time_s=c.dwell_time_s,
         viewer_followers=len(query.viewer.followers),
     )
 
 
 def explanations(
-    ranked: Ranked, candidates: Sequence[Candidate], page: Sequence[Candidate]
+    ranked: Ranked, post_ids: npt.NDArray[np.int64], page: npt.NDArray[np.int64]
 ) -> dict[int, dict[str, Any]]:
-    """Each page post's score, stage by stage, by post id (docs/RANKING.md)."""
-    index = {id(c): i for i, c in enumerate(candidates)}
+    """Each page post's score, stage by stage, by post id (docs/RANKING.md); `page` holds
+    positions in the ranked batch."""
     out = {}
-    for c in page:
-        i = index[id(c)]
-        out[c.post_id] = {
+    for i in page.tolist():
+        out[int(post_ids[i])] = {
             "probabilities": {k: float(v[i]) for k, v in ranked.probs.items()},
             "contributions": {k: float(v[i]) for k, v in ranked.contributions.items()},
             "adjustments": {k: float(v[i]) for k, v in ranked.adjustments.items() if v[i] != 0},

@@ -7,6 +7,7 @@ writes (follows, engagements) land concurrently.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -87,9 +88,34 @@ class Viewer:
     muted_keywords: tuple[str, ...]
     history: History = field(default_factory=History.empty)
 
-    @property
+    @functools.cached_property
     def following_set(self) -> frozenset[int]:
         return frozenset(self.following)
+
+    # The relations as sorted id arrays, for `np.isin` over a whole batch of candidates.
+
+    @functools.cached_property
+    def following_ids(self) -> npt.NDArray[np.int64]:
+        return _id_array(self.following)
+
+    @functools.cached_property
+    def mutual_ids(self) -> npt.NDArray[np.int64]:
+        """Accounts the viewer follows and that follow the viewer."""
+        return _id_array(self.followers.intersection(self.following))
+
+    @functools.cached_property
+    def blocked_ids(self) -> npt.NDArray[np.int64]:
+        return _id_array(self.blocked)
+
+    @functools.cached_property
+    def blocked_either_way_ids(self) -> npt.NDArray[np.int64]:
+        """Accounts the viewer blocks or that block the viewer."""
+        return _id_array(self.blocked | self.blocked_by)
+
+    @functools.cached_property
+    def excluded_author_ids(self) -> npt.NDArray[np.int64]:
+        """Accounts whose posts the viewer never sees: muted, blocked, or blocking the viewer."""
+        return _id_array(self.muted | self.blocked | self.blocked_by)
 
 
 class ViewerStore(Protocol):
@@ -98,8 +124,16 @@ class ViewerStore(Protocol):
     def get(self, viewer_id: int) -> Viewer | None: ...
     def exists(self, user_id: int) -> bool: ...
     def follower_count(self, user_id: int) -> int: ...
+    def accounts(
+        self, user_ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]: ...
     def follow(self, viewer_id: int, target_id: int) -> bool: ...
     def unfollow(self, viewer_id: int, target_id: int) -> bool: ...
+    def _count_followers(self, user_id: int) -> None:
+        number = self._number.get(user_id)
+        if number is not None:
+            self._follower_counts[number] = len(self._followers.get(user_id, ()))
+
     def block(self, viewer_id: int, target_id: int) -> bool: ...
     def unblock(self, viewer_id: int, target_id: int) -> bool: ...
     def mute(self, viewer_id: int, target_id: int) -> bool: ...
@@ -127,6 +161,12 @@ class InMemoryViewerStore:
         self._muted: dict[int, set[int]] = {}
         self._keywords: dict[int, dict[str, None]] = {}
         self._history: dict[int, deque[Engagement]] = {}
+        # Known users as arrays, for `accounts`: number -> user id and follower count, and the
+        # numbers in user-id order (rebuilt lazily after a user is added).
+        self._number: dict[int, int] = {}
+        self._user_ids = np.zeros(64, np.int64)
+        self._follower_counts = np.zeros(64, np.int64)
+        self._by_id: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
 
     # ---------------------------------------------------------------- reads
 
@@ -151,6 +191,25 @@ class InMemoryViewerStore:
     def follower_count(self, user_id: int) -> int:
         return len(self._followers.get(user_id, ()))
 
+    def accounts(
+        self, user_ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        """For many ids at once: whether each is a known user, and its follower count (0 for an
+        unknown id)."""
+        ids = np.asarray(user_ids, np.int64)
+        with self._lock:
+            n = len(self._number)
+            if n == 0:
+                return np.zeros(len(ids), np.bool_), np.zeros(len(ids), np.int64)
+            if self._by_id is None:
+                order = np.argsort(self._user_ids[:n])
+                self._by_id = (self._user_ids[order], order)
+            sorted_ids, numbers = self._by_id
+            at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+            known = sorted_ids[at] == ids
+            counts = np.where(known, self._follower_counts[numbers[at]], 0)
+        return known, counts
+
     def __len__(self) -> int:
         return len(self._users)
 
@@ -166,6 +225,13 @@ class InMemoryViewerStore:
             if user_id in self._users:
                 return False
             self._users.add(user_id)
+            number = self._number[user_id] = len(self._number)
+            if number == len(self._user_ids):
+                self._user_ids = _grown(self._user_ids)
+                self._follower_counts = _grown(self._follower_counts)
+            self._user_ids[number] = user_id
+            self._follower_counts[number] = len(self._followers.get(user_id, ()))
+            self._by_id = None
             return True
 
     def follow(self, viewer_id: int, target_id: int) -> bool:
@@ -175,6 +241,7 @@ class InMemoryViewerStore:
                 return False
             following[target_id] = None
             self._followers.setdefault(target_id, set()).add(viewer_id)
+            self._count_followers(target_id)
             return True
 
     def unfollow(self, viewer_id: int, target_id: int) -> bool:
@@ -182,7 +249,13 @@ class InMemoryViewerStore:
             if self._following.get(viewer_id, {}).pop(target_id, _ABSENT) is _ABSENT:
                 return False
             self._followers.get(target_id, set()).discard(viewer_id)
+            self._count_followers(target_id)
             return True
+
+    def _count_followers(self, user_id: int) -> None:
+        number = self._number.get(user_id)
+        if number is not None:
+            self._follower_counts[number] = len(self._followers.get(user_id, ()))
 
     def block(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
@@ -231,6 +304,16 @@ class InMemoryViewerStore:
                 self._history[viewer_id] = deque(
                     engagements[: self._max_history], maxlen=self._max_history
                 )
+
+
+def _id_array(ids: Iterable[int]) -> npt.NDArray[np.int64]:
+    return np.sort(np.fromiter(ids, np.int64))
+
+
+def _grown(arr: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    new = np.zeros(2 * len(arr), arr.dtype)
+    new[: len(arr)] = arr
+    return new
 
 
 def _add(relation: dict[int, set[int]], a: int, b: int) -> bool:
