@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.id_arrays import contains, sorted_ids
 from orchestrator.pipeline.candidate import Candidates, FeedQuery
 from orchestrator.pipeline.text import muted_pattern
 from phoenix.snowflake import age_ms
@@ -119,11 +120,10 @@ class PreviouslySeenFilter:
         seen_ids = query.seen_ids | query.served_ids
         if not seen_ids:
             return np.ones(len(c), np.bool_)
-        seen = np.fromiter(seen_ids, np.int64, len(seen_ids))
-        seen = seen[seen != 0]
-        related = np.isin(c.post_id, seen)
-        related |= c.found & np.isin(c.reposted_id, seen)
-        related |= c.found & np.isin(c.parent_id, seen)
+        seen = sorted_ids(i for i in seen_ids if i)
+        related = contains(seen, c.post_id)
+        related |= c.found & contains(seen, c.reposted_id)
+        related |= c.found & contains(seen, c.parent_id)
         return ~related
 
 
@@ -166,11 +166,11 @@ class BlockedOrMutedAuthorFilter:
         c, viewer = candidates, query.viewer
         if not (viewer.blocked or viewer.muted or viewer.blocked_by):
             return np.ones(len(c), np.bool_)
-        excluded = np.isin(c.author_id, viewer.excluded_author_ids)
+        excluded = contains(viewer.excluded_author_ids, c.author_id)
         quoted = c.quoted_author_id
-        excluded |= (quoted != 0) & np.isin(quoted, viewer.blocked_either_way_ids)
+        excluded |= (quoted != 0) & contains(viewer.blocked_either_way_ids, quoted)
         original = c.original_author_id
-        excluded |= (original != c.author_id) & np.isin(original, viewer.blocked_ids)
+        excluded |= (original != c.author_id) & contains(viewer.blocked_ids, original)
         return ~excluded
 
 

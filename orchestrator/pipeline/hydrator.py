@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from orchestrator.id_arrays import contains
 from orchestrator.pipeline.candidate import SOURCES, THUNDER, Candidates, FeedQuery
 from orchestrator.state.posts import PostStore
 from orchestrator.state.viewers import ViewerStore
@@ -62,9 +63,9 @@ class PostHydrator:
         c.author_known = known & found
         c.author_followers = followers
         viewer = query.viewer
-        c.mutual_follow = found & np.isin(author, viewer.mutual_ids)
+        c.mutual_follow = found & contains(viewer.mutual_ids, author)
         c.impressions = post.impressions
-        followed = np.isin(author, viewer.following_ids)
+        followed = contains(viewer.following_ids, author)
         thunder = c.source == SOURCES.index(THUNDER)
         c.in_network = np.where(found, thunder | followed, c.in_network)
         if viewer.muted_keywords:

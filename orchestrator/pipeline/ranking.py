@@ -19,6 +19,7 @@ feed can explain each score (`explain`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -245,61 +246,64 @@ def dpp_keep(
     kept = np.zeros(n, np.bool_)
     if n == 0:
         return kept
-    pool = np.argsort(-scores, kind="stable")[: config.dpp_pool]
-    m = len(pool)
+    pool = (-scores).argsort(kind="stable")[: config.dpp_pool]
     q = scores[pool] / max(float(scores[pool[0]]), _DPP_EPS)
     theta = min(max(config.dpp_theta, 0.0), 1 - _DPP_EPS)
     quality = np.exp(theta / (2 * (1 - theta)) * q)
-    cos = _cosines(embedding_ids[pool], embeddings, m)
-    kernel = quality[:, None] * quality[None, :] * cos
-    for i in _greedy_map(kernel, config.dpp_max_selected):
-        kept[pool[i]] = True
+    kernel = _kernel(quality, embedding_ids[pool], embeddings)
+    kept[pool[_greedy_map(kernel, config.dpp_max_selected)]] = True
     return kept
 
 
-def _cosines(ids: I64, embeddings: EmbeddingLookup | None, m: int) -> F64:
-    """[m, m] cosine similarities, 1 on the diagonal; 0 where a norm product is under 1e-6 or an
-    embedding is missing."""
-    cos = np.zeros((m, m))
+def _kernel(quality: F64, ids: I64, embeddings: EmbeddingLookup | None) -> F64:
+    """`L_ij = quality_i quality_j cos_ij` [m, m], with cos 1 on the diagonal and 0 where a norm
+    product is under 1e-6 or an embedding is missing: the Gram matrix of the unit embeddings
+    scaled by quality (a missing or null embedding a zero row), its diagonal set to quality^2."""
+    m = len(quality)
+    kernel = np.zeros((m, m))
     if embeddings is not None and m:
         vectors, found = embeddings(ids)
         v = np.asarray(vectors, np.float64)
-        norms = np.linalg.norm(v, axis=1)
-        denom = norms[:, None] * norms[None, :]
-        dots = v @ v.T
-        ok = (denom > _DPP_EPS) & found[:, None] & found[None, :]
-        cos = np.where(ok, dots / np.where(ok, denom, 1.0), 0.0)
-    np.fill_diagonal(cos, 1.0)
-    return cos
+        norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+        usable = found & (norms > 0)
+        scale = np.divide(quality, norms, out=np.zeros(m), where=usable)
+        w = v * scale[:, None]
+        kernel = w @ w.T
+        small = norms[usable]
+        if len(small) > 1 and small.min() ** 2 <= _DPP_EPS:  # rare: some norm products too small
+            tiny = np.outer(norms, norms) <= _DPP_EPS
+            kernel[tiny] = 0.0
+    kernel.flat[:: m + 1] = quality * quality
+    return kernel
 
 
-def _greedy_map(kernel: F64, k: int) -> list[int]:
+def _greedy_map(kernel: F64, k: int) -> I64:
     """Greedy MAP of a DPP by incremental Cholesky: repeatedly take the item with the largest
     conditional variance (the first on a tie), until `k` items or no variance above 1e-6."""
     m = len(kernel)
-    if m == 0 or k == 0:
-        return []
-    variance = np.diag(kernel).copy()
-    rows = np.zeros((min(k, m), m))
-    available = np.ones(m, np.bool_)
-    best = int(np.argmax(variance))
-    selected = [best]
-    for s in range(min(k, m)):
-        bv = variance[best]
+    k = min(k, m)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    variance = kernel.diagonal().copy()
+    rows = np.zeros((k, m))  # row s: the s-th pick's column of the Cholesky factor
+    selected = []
+    best = int(variance.argmax())
+    for s in range(k):
+        bv = float(variance[best])
         if s and bv <= _DPP_EPS:
-            selected.pop()
             break
-        available[best] = False
-        root = np.sqrt(bv)
-        if root > _DPP_EPS:
-            rows[s] = (kernel[best] - rows[:s, best] @ rows[:s]) / root
-        variance = variance - rows[s] ** 2
-        if s + 1 == min(k, m):
-            break
-        masked = np.where(available, variance, -np.inf)
-        best = int(np.argmax(masked))
         selected.append(best)
-    return selected
+        if s + 1 == k:
+            break
+        root = math.sqrt(bv)
+        if root > _DPP_EPS:
+            e = kernel[best] - rows[:s, best] @ rows[:s]
+            e /= root
+            rows[s] = e
+            variance -= e * e
+        variance[best] = -np.inf  # taken
+        best = int(variance.argmax())
+    return np.array(selected, np.int64)
 
 
 def _prob(inputs: RankingInputs, name: str) -> F64:

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.id_arrays import find
 from orchestrator.pipeline.text import token_line
 from phoenix.snowflake import created_ms
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
@@ -242,8 +243,7 @@ class InMemoryPostStore:
                 order = np.argsort(self._ids[:n], kind="stable")
                 self._sorted = (self._ids[order], order)
             keys, rows = self._sorted
-        at = np.minimum(np.searchsorted(keys, ids), n - 1)
-        hit = keys[at] == ids
+        at, hit = find(keys, ids)
         row = at if rows is None else rows[at]
         return np.where(hit & self._alive[row], row, -1)
 

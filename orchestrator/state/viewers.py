@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.id_arrays import find, sorted_ids
 from phoenix.actions import NUM_ACTIONS
 
 #: Engagements kept per viewer: more than any config's history length.
@@ -96,26 +97,26 @@ class Viewer:
 
     @functools.cached_property
     def following_ids(self) -> npt.NDArray[np.int64]:
-        return _id_array(self.following)
+        return sorted_ids(self.following)
 
     @functools.cached_property
     def mutual_ids(self) -> npt.NDArray[np.int64]:
         """Accounts the viewer follows and that follow the viewer."""
-        return _id_array(self.followers.intersection(self.following))
+        return sorted_ids(self.followers.intersection(self.following))
 
     @functools.cached_property
     def blocked_ids(self) -> npt.NDArray[np.int64]:
-        return _id_array(self.blocked)
+        return sorted_ids(self.blocked)
 
     @functools.cached_property
     def blocked_either_way_ids(self) -> npt.NDArray[np.int64]:
         """Accounts the viewer blocks or that block the viewer."""
-        return _id_array(self.blocked | self.blocked_by)
+        return sorted_ids(self.blocked | self.blocked_by)
 
     @functools.cached_property
     def excluded_author_ids(self) -> npt.NDArray[np.int64]:
         """Accounts whose posts the viewer never sees: muted, blocked, or blocking the viewer."""
-        return _id_array(self.muted | self.blocked | self.blocked_by)
+        return sorted_ids(self.muted | self.blocked | self.blocked_by)
 
 
 class ViewerStore(Protocol):
@@ -129,11 +130,6 @@ class ViewerStore(Protocol):
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]: ...
     def follow(self, viewer_id: int, target_id: int) -> bool: ...
     def unfollow(self, viewer_id: int, target_id: int) -> bool: ...
-    def _count_followers(self, user_id: int) -> None:
-        number = self._number.get(user_id)
-        if number is not None:
-            self._follower_counts[number] = len(self._followers.get(user_id, ()))
-
     def block(self, viewer_id: int, target_id: int) -> bool: ...
     def unblock(self, viewer_id: int, target_id: int) -> bool: ...
     def mute(self, viewer_id: int, target_id: int) -> bool: ...
@@ -167,14 +163,20 @@ class InMemoryViewerStore:
         self._user_ids = np.zeros(64, np.int64)
         self._follower_counts = np.zeros(64, np.int64)
         self._by_id: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        # The last snapshot of each viewer, until a write touches the viewer: feed after feed
+        # reuses it (and the id arrays it derives) instead of copying every relation again.
+        self._snapshots: dict[int, Viewer] = {}
 
     # ---------------------------------------------------------------- reads
 
     def get(self, viewer_id: int) -> Viewer | None:
         with self._lock:
+            cached = self._snapshots.get(viewer_id)
+            if cached is not None:
+                return cached
             if viewer_id not in self._users:
                 return None
-            return Viewer(
+            viewer = self._snapshots[viewer_id] = Viewer(
                 viewer_id=viewer_id,
                 following=tuple(self._following.get(viewer_id, ())),
                 followers=frozenset(self._followers.get(viewer_id, ())),
@@ -184,6 +186,7 @@ class InMemoryViewerStore:
                 muted_keywords=tuple(self._keywords.get(viewer_id, ())),
                 history=History.of(list(self._history.get(viewer_id, ()))),
             )
+            return viewer
 
     def exists(self, user_id: int) -> bool:
         return user_id in self._users
@@ -204,9 +207,8 @@ class InMemoryViewerStore:
             if self._by_id is None:
                 order = np.argsort(self._user_ids[:n])
                 self._by_id = (self._user_ids[order], order)
-            sorted_ids, numbers = self._by_id
-            at = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
-            known = sorted_ids[at] == ids
+            keys, numbers = self._by_id
+            at, known = find(keys, ids)
             counts = np.where(known, self._follower_counts[numbers[at]], 0)
         return known, counts
 
@@ -241,7 +243,7 @@ class InMemoryViewerStore:
                 return False
             following[target_id] = None
             self._followers.setdefault(target_id, set()).add(viewer_id)
-            self._count_followers(target_id)
+            self._changed(viewer_id, target_id)
             return True
 
     def unfollow(self, viewer_id: int, target_id: int) -> bool:
@@ -249,36 +251,46 @@ class InMemoryViewerStore:
             if self._following.get(viewer_id, {}).pop(target_id, _ABSENT) is _ABSENT:
                 return False
             self._followers.get(target_id, set()).discard(viewer_id)
-            self._count_followers(target_id)
+            self._changed(viewer_id, target_id)
             return True
 
-    def _count_followers(self, user_id: int) -> None:
-        number = self._number.get(user_id)
+    def _changed(self, viewer_id: int, target_id: int) -> None:
+        """After a follow or unfollow: the target's follower count, both snapshots stale."""
+        number = self._number.get(target_id)
         if number is not None:
-            self._follower_counts[number] = len(self._followers.get(user_id, ()))
+            self._follower_counts[number] = len(self._followers.get(target_id, ()))
+        self._snapshots.pop(viewer_id, None)
+        self._snapshots.pop(target_id, None)
 
     def block(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
             changed = _add(self._blocked, viewer_id, target_id)
             _add(self._blocked_by, target_id, viewer_id)
+            self._snapshots.pop(viewer_id, None)
+            self._snapshots.pop(target_id, None)
             return changed
 
     def unblock(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
             changed = _discard(self._blocked, viewer_id, target_id)
             _discard(self._blocked_by, target_id, viewer_id)
+            self._snapshots.pop(viewer_id, None)
+            self._snapshots.pop(target_id, None)
             return changed
 
     def mute(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
+            self._snapshots.pop(viewer_id, None)
             return _add(self._muted, viewer_id, target_id)
 
     def unmute(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
+            self._snapshots.pop(viewer_id, None)
             return _discard(self._muted, viewer_id, target_id)
 
     def add_muted_keyword(self, viewer_id: int, keyword: str) -> bool:
         with self._lock:
+            self._snapshots.pop(viewer_id, None)
             keywords = self._keywords.setdefault(viewer_id, {})
             if keyword in keywords:
                 return False
@@ -287,11 +299,13 @@ class InMemoryViewerStore:
 
     def remove_muted_keyword(self, viewer_id: int, keyword: str) -> bool:
         with self._lock:
+            self._snapshots.pop(viewer_id, None)
             return self._keywords.get(viewer_id, {}).pop(keyword, _ABSENT) is not _ABSENT
 
     def record_engagement(self, viewer_id: int, engagement: Engagement) -> None:
         """Add an engagement as the viewer's newest."""
         with self._lock:
+            self._snapshots.pop(viewer_id, None)
             history = self._history.get(viewer_id)
             if history is None:
                 history = self._history[viewer_id] = deque(maxlen=self._max_history)
@@ -301,13 +315,10 @@ class InMemoryViewerStore:
         """Bulk load: (viewer, engagements newest first), replacing what the viewer had."""
         with self._lock:
             for viewer_id, engagements in histories:
+                self._snapshots.pop(viewer_id, None)
                 self._history[viewer_id] = deque(
                     engagements[: self._max_history], maxlen=self._max_history
                 )
-
-
-def _id_array(ids: Iterable[int]) -> npt.NDArray[np.int64]:
-    return np.sort(np.fromiter(ids, np.int64))
 
 
 def _grown(arr: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
