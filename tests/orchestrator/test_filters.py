@@ -4,17 +4,18 @@ candidate that must go and one that must stay, and the literal cases of X's filt
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
-from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
+from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidates, FeedQuery
 from orchestrator.pipeline.filters import (
     PRE_SCORING_FILTERS,
     AuthorUnknownFilter,
     BlockedOrMutedAuthorFilter,
-    ConversationDedup,
     DuplicateFilter,
+    Filter,
     MutedKeywordFilter,
     OutOfNetworkReplyOrRepostFilter,
     OwnPostFilter,
@@ -26,8 +27,9 @@ from orchestrator.pipeline.filters import (
     dedup_conversations,
     default_filters,
 )
-from orchestrator.state.posts import Post
-from orchestrator.state.viewers import Viewer
+from orchestrator.pipeline.hydrator import PostHydrator
+from orchestrator.state.posts import InMemoryPostStore, Post
+from orchestrator.state.viewers import InMemoryViewerStore, Viewer
 from phoenix.snowflake import snowflake_id
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
@@ -52,12 +54,25 @@ def post(
     return Post(post_id=post_id or pid(), author_id=author, kind=kind, text=text, **kw)
 
 
-def cand(p: Post | None, *, post_id: int | None = None, in_network: bool = True, **kw) -> Candidate:
+@dataclass(frozen=True)
+class Spec:
+    """One candidate to build: its post (None: an id the store does not hold)."""
+
+    post: Post | None
+    post_id: int
+    in_network: bool
+    author_known: bool
+
+
+def cand(
+    p: Post | None,
+    *,
+    post_id: int | None = None,
+    in_network: bool = True,
+    author_known: bool = True,
+) -> Spec:
     post_id = post_id if post_id is not None else p.post_id  # type: ignore[union-attr]
-    source = THUNDER if in_network else RETRIEVAL
-    return Candidate(
-        post_id=post_id, source=source, in_network=in_network, post=p, author_known=True, **kw
-    )
+    return Spec(p, post_id, in_network, author_known)
 
 
 def query(**viewer_fields) -> FeedQuery:
@@ -83,18 +98,41 @@ def query(**viewer_fields) -> FeedQuery:
     )
 
 
-def ids(candidates: list[Candidate]) -> list[int]:
-    return [c.post_id for c in candidates]
+def hydrated(q: FeedQuery, specs: list[Spec], known: tuple[Post, ...] = ()) -> Candidates:
+    """The specs as one batch, hydrated by the real hydrator from a store holding their posts
+    and `known` (the parents, reposted and quoted posts that exist); Thunder gives the in-network
+    ones, retrieval the others. Every author is a known account unless the spec says not."""
+    posts = [s.post for s in specs if s.post is not None] + list(known)
+    store = InMemoryPostStore(posts)
+    viewers = InMemoryViewerStore()
+    for author in {p.author_id for p in posts}:
+        viewers.add_user(author)
+    parts = [
+        Candidates.of(THUNDER if s.in_network else RETRIEVAL, [s.post_id], s.in_network)
+        for s in specs
+    ]
+    batch = Candidates.concat(parts) if parts else Candidates.empty()
+    PostHydrator(store, viewers).hydrate(q, batch)
+    batch.author_known &= np.array([s.author_known for s in specs], np.bool_)
+    return batch
 
 
-def test_filters_never_mutate_their_input() -> None:
+def kept(f: Filter, q: FeedQuery, specs: list[Spec], known: tuple[Post, ...] = ()) -> list[int]:
+    """Positions (in `specs`) of the candidates `f` keeps."""
+    return np.flatnonzero(f.apply(q, hydrated(q, specs, known))).tolist()
+
+
+def test_filters_never_change_their_input() -> None:
     p = post()
-    candidates = [cand(p), cand(p, in_network=False), cand(None, post_id=pid())]
-    before = list(candidates)
-    q = query()
-    for f in (*PRE_SCORING_FILTERS, ConversationDedup()):
-        f.apply(q, candidates)
-        assert candidates == before, f.name
+    q = query(muted_keywords=("spam",), blocked=frozenset({100}))
+    batch = hydrated(q, [cand(p), cand(p, in_network=False), cand(None, post_id=pid())])
+    before = {k: None if v is None else v.copy() for k, v in vars(batch).items()}
+    for f in PRE_SCORING_FILTERS:
+        f.apply(q, batch)
+        for k, v in vars(batch).items():
+            assert (v is None and before[k] is None) or np.array_equal(
+                v, before[k], equal_nan=v.dtype.kind == "f"
+            ), (f.name, k)
 
 
 def test_default_chain_order_and_names() -> None:
@@ -120,17 +158,18 @@ def test_duplicate_keeps_first_occurrence_which_is_in_network() -> None:
     first = cand(a, in_network=True)
     second = cand(a, in_network=False)
     other = cand(b, in_network=False)
-    kept = DuplicateFilter().apply(query(), [first, other, second])
-    assert kept == [first, other]
-    assert kept[0].in_network
+    q = query()
+    batch = hydrated(q, [first, other, second])
+    keep = DuplicateFilter().apply(q, batch)
+    assert np.flatnonzero(keep).tolist() == [0, 1]
+    assert batch.in_network[keep].tolist() == [True, False]
 
 
 def test_author_unknown() -> None:
     known = cand(post())
     missing_post = cand(None, post_id=pid())
-    unknown_author = dataclasses.replace(cand(post()), author_known=False)
-    kept = AuthorUnknownFilter().apply(query(), [missing_post, known, unknown_author])
-    assert kept == [known]
+    unknown_author = cand(post(), author_known=False)
+    assert kept(AuthorUnknownFilter(), query(), [missing_post, known, unknown_author]) == [1]
 
 
 def test_too_old_at_48_hours_and_from_the_future() -> None:
@@ -138,15 +177,13 @@ def test_too_old_at_48_hours_and_from_the_future() -> None:
     edge = cand(post(pid(48 * HOUR_MS)))
     old = cand(post(pid(48 * HOUR_MS + 1)))
     future = cand(post(pid(-1000)))
-    kept = TooOldFilter().apply(query(), [old, fresh, future, edge])
-    assert kept == [fresh, edge]
+    assert kept(TooOldFilter(), query(), [old, fresh, future, edge]) == [1, 3]
 
 
 def test_too_old_max_age_is_configurable() -> None:
     two_hours = cand(post(pid(2 * HOUR_MS)))
-    kept = TooOldFilter(max_age_ms=HOUR_MS).apply(query(), [two_hours])
-    assert kept == []
-    assert TooOldFilter(max_age_ms=3 * HOUR_MS).apply(query(), [two_hours]) == [two_hours]
+    assert kept(TooOldFilter(max_age_ms=HOUR_MS), query(), [two_hours]) == []
+    assert kept(TooOldFilter(max_age_ms=3 * HOUR_MS), query(), [two_hours]) == [0]
     with pytest.raises(ValueError, match="max_age_ms"):
         TooOldFilter(max_age_ms=-1)
 
@@ -154,20 +191,18 @@ def test_too_old_max_age_is_configurable() -> None:
 def test_own_post() -> None:
     mine = cand(post(author=VIEWER))
     theirs = cand(post(author=VIEWER + 1))
-    assert OwnPostFilter().apply(query(), [mine, theirs]) == [theirs]
+    assert kept(OwnPostFilter(), query(), [mine, theirs]) == [1]
 
 
 def test_out_of_network_replies_and_reposts() -> None:
     root = post()
-    oon_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=False, parent=root)
+    oon_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=False)
     oon_repost = cand(post(kind=REPOST, reposted_id=root.post_id), in_network=False)
     oon_original = cand(post(), in_network=False)
-    in_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=True, parent=root)
+    in_reply = cand(post(kind=REPLY, parent_id=root.post_id), in_network=True)
     in_repost = cand(post(kind=REPOST, reposted_id=root.post_id), in_network=True)
-    kept = OutOfNetworkReplyOrRepostFilter().apply(
-        query(), [oon_reply, oon_original, in_reply, oon_repost, in_repost]
-    )
-    assert kept == [oon_original, in_reply, in_repost]
+    batch = [oon_reply, oon_original, in_reply, oon_repost, in_repost]
+    assert kept(OutOfNetworkReplyOrRepostFilter(), query(), batch, known=(root,)) == [1, 2, 4]
 
 
 def test_x_case_replies_missing_their_ancestors_are_dropped_in_network_too() -> None:
@@ -175,14 +210,14 @@ def test_x_case_replies_missing_their_ancestors_are_dropped_in_network_too() -> 
     1 (OON repost), 2 (OON reply), 8 (in-network reply without ancestors) go."""
     parent = post()
     c1 = cand(post(kind=REPOST, reposted_id=pid()), in_network=False)
-    c2 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=False, parent=parent)
+    c2 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=False)
     c3 = cand(post(), in_network=False)
     c4 = cand(post(kind=REPOST, reposted_id=pid()), in_network=True)
-    c5 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=True, parent=parent)
+    c5 = cand(post(kind=REPLY, parent_id=parent.post_id), in_network=True)
     c6 = cand(post(), in_network=True)
     c8 = cand(post(kind=REPLY, parent_id=pid()), in_network=True)  # parent not in the store
-    kept = OutOfNetworkReplyOrRepostFilter().apply(query(), [c1, c2, c3, c4, c5, c6, c8])
-    assert kept == [c3, c4, c5, c6]
+    batch = [c1, c2, c3, c4, c5, c6, c8]
+    assert kept(OutOfNetworkReplyOrRepostFilter(), query(), batch, known=(parent,)) == [2, 3, 4, 5]
 
 
 def test_repeated_reposts_keep_first_occurrence_of_the_underlying_post() -> None:
@@ -192,18 +227,15 @@ def test_repeated_reposts_keep_first_occurrence_of_the_underlying_post() -> None
     orig = cand(original)
     unrelated_repost = cand(post(kind=REPOST, reposted_id=post().post_id))
     f = RepeatedRepostFilter()
-    assert f.apply(query(), [repost_a, orig, repost_b, unrelated_repost]) == [
-        repost_a,
-        unrelated_repost,
-    ]
-    assert f.apply(query(), [orig, repost_a, unrelated_repost]) == [orig, unrelated_repost]
+    assert kept(f, query(), [repost_a, orig, repost_b, unrelated_repost]) == [0, 3]
+    assert kept(f, query(), [orig, repost_a, unrelated_repost]) == [0, 2]
 
 
 @pytest.mark.parametrize("via", ["seen", "served"])
 def test_previously_seen_post(via: str) -> None:
     seen, fresh = cand(post()), cand(post())
     q = query(**{f"{via}_ids": frozenset({seen.post_id})})
-    assert PreviouslySeenFilter().apply(q, [seen, fresh]) == [fresh]
+    assert kept(PreviouslySeenFilter(), q, [seen, fresh]) == [1]
 
 
 def test_previously_seen_via_reposted_post() -> None:
@@ -211,7 +243,7 @@ def test_previously_seen_via_reposted_post() -> None:
     repost_of_seen = cand(post(kind=REPOST, reposted_id=original.post_id))
     repost_of_unseen = cand(post(kind=REPOST, reposted_id=other.post_id))
     q = query(seen_ids=frozenset({original.post_id}))
-    assert PreviouslySeenFilter().apply(q, [repost_of_seen, repost_of_unseen]) == [repost_of_unseen]
+    assert kept(PreviouslySeenFilter(), q, [repost_of_seen, repost_of_unseen]) == [1]
 
 
 def test_previously_seen_via_parent() -> None:
@@ -219,14 +251,14 @@ def test_previously_seen_via_parent() -> None:
     reply_to_served = cand(post(kind=REPLY, parent_id=parent.post_id))
     reply_to_unseen = cand(post(kind=REPLY, parent_id=other.post_id))
     q = query(served_ids=frozenset({parent.post_id}))
-    assert PreviouslySeenFilter().apply(q, [reply_to_served, reply_to_unseen]) == [reply_to_unseen]
+    assert kept(PreviouslySeenFilter(), q, [reply_to_served, reply_to_unseen]) == [1]
 
 
 def _muted(keywords: tuple[str, ...], *texts: str) -> list[str]:
     """The texts the muted-keyword filter removes."""
-    candidates = [cand(post(text=t)) for t in texts]
-    kept = MutedKeywordFilter().apply(query(muted_keywords=keywords), candidates)
-    return [c.post.text for c in candidates if c not in kept]  # type: ignore[union-attr]
+    specs = [cand(post(text=t)) for t in texts]
+    kept_at = set(kept(MutedKeywordFilter(), query(muted_keywords=keywords), specs))
+    return [s.post.text for i, s in enumerate(specs) if i not in kept_at]  # type: ignore[union-attr]
 
 
 def test_x_case_simple_keyword() -> None:
@@ -293,52 +325,80 @@ def test_muted_keyword_whole_tokens_only() -> None:
 def test_muted_keyword_checks_a_reposts_original_text() -> None:
     original = post(text="Big spoilers inside", author=300)
     clean = post(text="nothing to see", author=301)
-    repost_muted = cand(post(kind=REPOST, reposted_id=original.post_id), reposted=original)
-    repost_clean = cand(post(kind=REPOST, reposted_id=clean.post_id), reposted=clean)
+    repost_muted = cand(post(kind=REPOST, reposted_id=original.post_id, text="RT"))
+    repost_clean = cand(post(kind=REPOST, reposted_id=clean.post_id, text="spoilers"))
     q = query(muted_keywords=("spoilers",))
-    assert MutedKeywordFilter().apply(q, [repost_muted, repost_clean]) == [repost_clean]
+    specs = [repost_muted, repost_clean]
+    assert kept(MutedKeywordFilter(), q, specs, known=(original, clean)) == [1]
+
+
+def test_muted_keyword_matches_on_each_candidates_own_line() -> None:
+    """The batch's texts are searched together: a phrase split across two posts matches none,
+    and a match in the last or the first text removes that one only."""
+    texts = ("the crypto", "scam is here", "just crypto", "ok", "crypto scam")
+    assert _muted(("crypto scam",), *texts) == ["crypto scam"]
+    assert _muted(("the",), *texts) == ["the crypto"]
 
 
 def test_muted_keyword_without_a_token_keeps_everything() -> None:
-    candidates = [cand(post(text="anything at all"))]
-    assert MutedKeywordFilter().apply(query(muted_keywords=("  ", "!!")), candidates) == candidates
+    specs = [cand(post(text="anything at all"))]
+    assert kept(MutedKeywordFilter(), query(muted_keywords=("  ", "!!")), specs) == [0]
+
+
+def test_muted_keyword_needs_hydrated_text() -> None:
+    q = query(muted_keywords=("spam",))
+    batch = hydrated(query(), [cand(post(text="spam"))])  # hydrated for a viewer muting nothing
+    with pytest.raises(ValueError, match="text"):
+        MutedKeywordFilter().apply(q, batch)
 
 
 @pytest.mark.parametrize("relation", ["blocked", "muted", "blocked_by"])
 def test_blocked_or_muted_author(relation: str) -> None:
     bad, good = cand(post(author=500)), cand(post(author=501))
     q = query(**{relation: frozenset({500})})
-    assert BlockedOrMutedAuthorFilter().apply(q, [bad, good]) == [good]
+    assert kept(BlockedOrMutedAuthorFilter(), q, [bad, good]) == [1]
 
 
 def test_x_case_blocked_and_muted_authors_go() -> None:
     """author_socialgraph_filter.rs: blocked 100, muted 300 of authors 100..400."""
-    batch = [cand(post(author=a)) for a in (100, 200, 300, 400)]
+    specs = [cand(post(author=a)) for a in (100, 200, 300, 400)]
     q = query(blocked=frozenset({100}), muted=frozenset({300}))
-    assert [c.author_id for c in BlockedOrMutedAuthorFilter().apply(q, batch)] == [200, 400]
+    batch = hydrated(q, specs)
+    keep = BlockedOrMutedAuthorFilter().apply(q, batch)
+    assert batch.author_id[keep].tolist() == [200, 400]
 
 
 def test_x_case_quoted_author_blocked_or_blocking() -> None:
     blocked_quoted, blocking_quoted, fine = post(author=800), post(author=801), post(author=802)
 
-    def quoting(q: Post) -> Candidate:
-        return cand(post(author=500, quoted_id=q.post_id), quoted=q)
+    def quoting(q: Post) -> Spec:
+        return cand(post(author=500, quoted_id=q.post_id))
 
-    batch = [quoting(blocked_quoted), quoting(blocking_quoted), quoting(fine)]
+    specs = [quoting(blocked_quoted), quoting(blocking_quoted), quoting(fine)]
     q = query(blocked=frozenset({800}), blocked_by=frozenset({801}))
-    assert BlockedOrMutedAuthorFilter().apply(q, batch) == [batch[2]]
+    known = (blocked_quoted, blocking_quoted, fine)
+    assert kept(BlockedOrMutedAuthorFilter(), q, specs, known) == [2]
 
 
 def test_reposted_author_counts_when_the_viewer_blocks_them() -> None:
     """X checks a repost's reposted author against the viewer's blocks only."""
     by_blocked, by_muted = post(author=600), post(author=601)
 
-    def repost_of(p: Post) -> Candidate:
-        return cand(post(kind=REPOST, reposted_id=p.post_id, author=602), reposted=p)
+    def repost_of(p: Post) -> Spec:
+        return cand(post(kind=REPOST, reposted_id=p.post_id, author=602))
 
-    bad, kept = repost_of(by_blocked), repost_of(by_muted)
+    bad, fine = repost_of(by_blocked), repost_of(by_muted)
     q = query(blocked=frozenset({600}), muted=frozenset({601}))
-    assert BlockedOrMutedAuthorFilter().apply(q, [bad, kept]) == [kept]
+    assert kept(BlockedOrMutedAuthorFilter(), q, [bad, fine], (by_blocked, by_muted)) == [1]
+
+
+def test_a_repost_names_its_author_when_the_original_is_not_stored() -> None:
+    """Without the reposted post in the store, the author the repost names counts."""
+    gone = post(author=600)
+    repost = cand(post(kind=REPOST, reposted_id=gone.post_id, author=602, reposted_author_id=600))
+    q = query(blocked=frozenset({600}))
+    assert kept(BlockedOrMutedAuthorFilter(), q, [repost]) == []
+    assert kept(BlockedOrMutedAuthorFilter(), query(blocked=frozenset({601})), [repost]) == [0]
 
 
 def test_video_only_keeps_videos_and_video_reposts() -> None:
@@ -347,20 +407,30 @@ def test_video_only_keeps_videos_and_video_reposts() -> None:
         cand(post()),
         cand(post(kind=REPOST, reposted_id=video.post_id, is_video=True)),
     )
-    batch = [cand(video), plain, video_repost]
-    assert VideoOnlyFilter().apply(query(video_only=True), batch) == [batch[0], video_repost]
-    assert VideoOnlyFilter().apply(query(), batch) == batch
+    specs = [cand(video), plain, video_repost]
+    assert kept(VideoOnlyFilter(), query(video_only=True), specs) == [0, 2]
+    assert kept(VideoOnlyFilter(), query(), specs) == [0, 1, 2]
 
 
 def test_x_case_conversation_dedup_keeps_the_best_per_conversation() -> None:
     """dedup_conversation_filter.rs: the key is the lowest ancestor (a repost's reposted post)."""
+
+    def dedup(keys: list[int], scores: list[float]) -> list[int]:
+        return dedup_conversations(keys, scores).tolist()
+
     # 10 (ancestors [1]) 0.5, 11 ([2, 1]) 0.9, 12 ([1]) 0.7, 20 ([2]) 0.3 -> 11 and 20
-    assert dedup_conversations([1, 1, 1, 2], [0.5, 0.9, 0.7, 0.3]) == [1, 3]
-    assert dedup_conversations([42, 42], [1.0, 1.0]) == [0]  # a tie keeps the first
-    assert dedup_conversations([1, 2], [1.0, 2.0]) == [0, 1]  # no shared conversation
+    assert dedup([1, 1, 1, 2], [0.5, 0.9, 0.7, 0.3]) == [1, 3]
+    assert dedup([42, 42], [1.0, 1.0]) == [0]  # a tie keeps the first
+    assert dedup([1, 2], [1.0, 2.0]) == [0, 1]  # no shared conversation
     # a repost of 1 and a reply under 1: one survives, the better
-    assert dedup_conversations([1, 1], [0.5, 0.9]) == [1]
-    assert dedup_conversations([1, 1], [0.4, 0.8]) == [1]
+    assert dedup([1, 1], [0.5, 0.9]) == [1]
+    assert dedup([1, 1], [0.4, 0.8]) == [1]
+    assert dedup([], []) == []
+
+
+def test_conversation_dedup_keeps_each_conversations_first_slot() -> None:
+    # conversations 7, 3, 7, 5, 3: 7's best is its second post, in 7's first slot
+    assert dedup_conversations([7, 3, 7, 5, 3], [0.1, 0.9, 0.8, 0.2, 0.9]).tolist() == [2, 1, 3]
 
 
 def test_conversation_keys_of_replies_and_reposts() -> None:
@@ -368,15 +438,24 @@ def test_conversation_keys_of_replies_and_reposts() -> None:
     reply = cand(post(kind=REPLY, parent_id=root.post_id, conversation_id=root.post_id))
     repost = cand(post(kind=REPOST, reposted_id=root.post_id))
     original = cand(root)
-    assert reply.conversation_id == repost.conversation_id == original.conversation_id
-    assert ConversationDedup().apply(None, [reply, repost, original]) == [reply]
+    batch = hydrated(query(), [reply, repost, original])
+    assert batch.conversation_id.tolist() == [root.post_id] * 3
+    assert dedup_conversations(batch.conversation_id, np.zeros(3)).tolist() == [0]
+    missing = hydrated(query(), [cand(None, post_id=12345)])
+    assert missing.conversation_id.tolist() == [12345]  # not in the store: its own
 
 
 def test_apply_filters_counts_removals() -> None:
     p = post()
     own = cand(post(author=VIEWER))
-    kept, removed = apply_filters(PRE_SCORING_FILTERS, query(), [cand(p), cand(p), own])
-    assert ids(kept) == [p.post_id]
+    q = query()
+    batch = hydrated(q, [cand(p), cand(p), own])
+    removed_ids: dict[str, list[int]] = {}
+    survivors, removed = apply_filters(PRE_SCORING_FILTERS, q, batch, removed_ids)
+    assert survivors.post_id.tolist() == [p.post_id]
     assert removed["duplicate"] == 1
     assert removed["own_post"] == 1
     assert sum(removed.values()) == 2
+    assert removed_ids["duplicate"] == [p.post_id]
+    assert removed_ids["own_post"] == [own.post_id]
+    assert removed_ids["too_old"] == []

@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import Collection, Sequence
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -499,6 +500,8 @@ def test_lookup_matches_a_literal_reading_of_the_spec(seed: int, limits: dict) -
         got = look(thunder, following, viewer=viewer, now_ms=now, exclude=exclude, video=video)
         want = reference_lookup(posts, held, settings, viewer, following, now, exclude, video)
         assert got == want
+        ids = thunder.lookup_ids(viewer, following, now, exclude=exclude, video=video)
+        assert ids.dtype == np.int64 and ids.tolist() == want  # the pipeline's form
 
 
 @pytest.mark.parametrize("seed", [3, 4])
