@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +41,6 @@ class FeedQuery:
     in_network_only: bool = False
     video_only: bool = False  # only video posts (Thunder reads its video lists)
     explain: bool = False  # keep every stage's numbers for the response
-    #: Values that several stages derive from the query, computed once (the viewer's features).
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _ints(n: int, value: int = 0) -> I64:

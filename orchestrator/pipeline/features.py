@@ -15,12 +15,13 @@ FOR_YOU_SURFACE = 0
 
 
 def query_features(hasher: IdHasher, query: FeedQuery) -> Arrays:
-    """The query's viewer features, packed once per request (retrieval and the ranker share
-    them)."""
+    """The query's viewer features, packed once per viewer snapshot (retrieval and the ranker
+    share them, and the store reuses a snapshot until the viewer changes)."""
+    memo = query.viewer.memo
     key = f"viewer_features:{id(hasher.config)}"
-    if key not in query.memo:
-        query.memo[key] = viewer_features(hasher, query.viewer)
-    return query.memo[key]
+    if key not in memo:
+        memo[key] = viewer_features(hasher, query.viewer)
+    return memo[key]
 
 
 def viewer_features(hasher: IdHasher, viewer: Viewer) -> Arrays:

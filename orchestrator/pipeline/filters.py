@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from orchestrator.id_arrays import contains, sorted_ids
 from orchestrator.pipeline.candidate import Candidates, FeedQuery
-from orchestrator.pipeline.text import muted_pattern
+from orchestrator.pipeline.text import muted_pattern, muted_words
 from phoenix.snowflake import age_ms
 
 Bools = npt.NDArray[np.bool_]
@@ -133,25 +133,36 @@ class MutedKeywordFilter:
     consecutive tokens, "widget" muting "#widget" and "@widget".
 
     The text is the post's own; a repost's text is the reposted post's (X's repost text carries
-    the original's, "RT @author: ..."). All the candidates' token lines are searched as one
-    string, one line each: a match never spans two lines, since lines hold no newline.
+    the original's, "RT @author: ..."). The batch's token lines are joined into one string (no
+    line holds a newline), searched for each keyword's first word with `str.find`, and only the
+    lines where one occurs are matched against the keywords' regex.
     """
 
     name = "muted_keyword"
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         keep = np.ones(len(candidates), np.bool_)
-        pattern = muted_pattern(query.viewer.muted_keywords)
+        keywords = query.viewer.muted_keywords
+        pattern = muted_pattern(keywords)
         if pattern is None or not len(candidates):
             return keep
         lines = candidates.token_line
         if lines is None:
             raise ValueError("muted_keyword: the candidates were hydrated without their text")
         texts = lines.tolist()
+        joined = "\n".join(texts)
+        found = []
+        for word in muted_words(keywords):
+            at = joined.find(word)
+            while at >= 0:
+                found.append(at)
+                at = joined.find(word, at + len(word))
+        if not found:
+            return keep
         spans = np.fromiter(map(len, texts), np.int64, len(texts)) + 1  # a line and its newline
         starts = np.cumsum(spans) - spans
-        hits = [m.start() for m in pattern.finditer("\n".join(texts))]
-        keep[np.searchsorted(starts, np.asarray(hits, np.int64), "right") - 1] = False
+        worth = np.unique(starts.searchsorted(np.array(found, np.int64), "right") - 1).tolist()
+        keep[[i for i in worth if pattern.search(texts[i])]] = False
         return keep
 
 

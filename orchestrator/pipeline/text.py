@@ -43,7 +43,8 @@ def token_line(text: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def muted_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
     """One regex over `token_line`s matching any of `keywords`; None when no keyword has a token.
-    Cached: a viewer's keywords rarely change between requests."""
+    A match starts at the space before the keyword's first token. Cached: a viewer's keywords
+    rarely change between requests."""
     alternatives = []
     for keyword in keywords:
         words = tokens(keyword)
@@ -51,7 +52,15 @@ def muted_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
             alternatives.append(" ".join(_token_regex(w) for w in words))
     if not alternatives:
         return None
-    return re.compile(r"(?<= )(?:" + "|".join(alternatives) + r")(?= )")
+    return re.compile(r" (?:" + "|".join(alternatives) + r")(?= )")
+
+
+@functools.lru_cache(maxsize=4096)
+def muted_words(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """The first token of each keyword, without its sign: a token line that `muted_pattern`
+    matches contains one of them, so a plain substring search finds every line worth matching."""
+    firsts = {words[0].lstrip("#@$") for words in map(tokens, keywords) if words}
+    return tuple(sorted(firsts))
 
 
 def _token_regex(token: str) -> str:

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +88,11 @@ class Viewer:
     muted: frozenset[int]
     muted_keywords: tuple[str, ...]
     history: History = field(default_factory=History.empty)
+
+    @functools.cached_property
+    def memo(self) -> dict[str, Any]:
+        """Values derived from this snapshot by later stages (the model features), kept with it."""
+        return {}
 
     @functools.cached_property
     def following_set(self) -> frozenset[int]:
