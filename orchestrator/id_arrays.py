@@ -28,7 +28,7 @@ def find(keys: I64, values: npt.ArrayLike) -> tuple[I64, Bools]:
     if len(keys) == 0:
         return np.zeros(len(values), np.int64), np.zeros(len(values), np.bool_)
     at = keys.searchsorted(values)
-    at.clip(0, len(keys) - 1, out=at)
+    np.minimum(at, len(keys) - 1, out=at)
     return at, keys.take(at) == values
 
 

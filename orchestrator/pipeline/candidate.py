@@ -158,9 +158,9 @@ class Candidates:
         """The candidates at `index` (positions or a boolean mask), in that order."""
         index = np.asarray(index)
         if index.dtype == np.bool_:
-            index = np.flatnonzero(index)
+            index = index.nonzero()[0]
         return Candidates(
-            **{f: None if (v := getattr(self, f)) is None else v[index] for f in _FIELDS}
+            **{f: None if (v := getattr(self, f)) is None else v.take(index, 0) for f in _FIELDS}
         )
 
     def __len__(self) -> int:

@@ -126,7 +126,7 @@ def rank(
         oon_factor=oon,
         dpp_kept=kept,
         final=final,
-        order=np.argsort(-final, kind="stable"),
+        order=(-final).argsort(kind="stable"),
         lifted_index=lifted_index,
         probs=probs,
     )
@@ -188,7 +188,7 @@ def new_author_lift(
     rank_at = config.new_author_target_rank
     if n < rank_at:
         return out, None
-    target = float(np.sort(scores)[::-1][rank_at - 1])
+    target = float(-np.partition(-scores, rank_at - 1)[rank_at - 1])
     nonzero = np.flatnonzero(scores != 0)
     order = nonzero[np.lexsort((nonzero, -scores[nonzero]))]
     position = np.full(n, n, np.int64)
@@ -211,15 +211,15 @@ def new_author_lift(
 
 def author_ranks(author_id: I64, scores: F64) -> I64:
     """k per candidate: how many posts of its author score higher (earlier on a tie)."""
-    order = np.argsort(-scores, kind="stable")
+    n = len(author_id)
+    order = np.lexsort((-scores, author_id))  # by author, best first, stable on ties
     authors = author_id[order]
-    by_author = np.argsort(authors, kind="stable")
-    sorted_authors = authors[by_author]
-    starts = np.flatnonzero(np.r_[True, sorted_authors[1:] != sorted_authors[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(authors)]))
-    k_sorted = np.arange(len(authors)) - group_start
-    k = np.empty(len(authors), np.int64)
-    k[order[by_author]] = k_sorted
+    first = np.empty(n, np.bool_)
+    first[:1] = True
+    np.not_equal(authors[1:], authors[:-1], out=first[1:])
+    at = np.arange(n)
+    k = np.empty(n, np.int64)
+    k[order] = at - np.maximum.accumulate(at * first)
     return k
 
 
@@ -286,6 +286,7 @@ def _greedy_map(kernel: F64, k: int) -> I64:
         return np.zeros(0, np.int64)
     variance = kernel.diagonal().copy()
     rows = np.zeros((k, m))  # row s: the s-th pick's column of the Cholesky factor
+    scratch = np.empty(m)
     selected = []
     best = int(variance.argmax())
     for s in range(k):
@@ -296,11 +297,13 @@ def _greedy_map(kernel: F64, k: int) -> I64:
         if s + 1 == k:
             break
         root = math.sqrt(bv)
-        if root > _DPP_EPS:
-            e = kernel[best] - rows[:s, best] @ rows[:s]
-            e /= root
-            rows[s] = e
-            variance -= e * e
+        if root > _DPP_EPS:  # rows[s] = (L[best] - rows[:s, best] @ rows[:s]) / root, in place
+            e = rows[s]
+            np.matmul(rows[:s, best], rows[:s], out=scratch)
+            np.subtract(kernel[best], scratch, out=e)
+            e *= 1.0 / root
+            np.multiply(e, e, out=scratch)
+            variance -= scratch
         variance[best] = -np.inf  # taken
         best = int(variance.argmax())
     return np.array(selected, np.int64)

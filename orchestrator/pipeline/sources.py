@@ -35,7 +35,7 @@ class ThunderSource:
             limit = min(limit, self.thunder.settings.max_video_results)
         ids = self.thunder.lookup_ids(
             viewer.viewer_id,
-            viewer.following,
+            viewer.following_array,
             query.now_ms,
             exclude=query.seen_ids | query.served_ids,
             max_results=limit,

@@ -130,9 +130,11 @@ class InMemoryPostStore:
     """Every post as a `Post` (for `get`) and as a row of column arrays (for `columns`);
     thread-safe for one writer and many readers.
 
-    Rows are appended and never reused: a deleted post's row stays, marked dead. Ids are found
-    by `searchsorted` over the ids in row order while posts arrive in id order (snowflake ids
-    from a clock do), or over a sorted copy rebuilt lazily after an out-of-order arrival.
+    Rows are appended and never reused: a deleted post's row stays, marked dead. Row 0 holds no
+    post (all zeros, the empty text): an unknown id reads it, so a gather needs no masking. Ids
+    are found by `searchsorted` over the ids in row order while posts arrive in id order
+    (snowflake ids from a clock do), or over a sorted copy rebuilt lazily after an out-of-order
+    arrival.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class InMemoryPostStore:
         self._deleted: set[int] = set()
         self._pending_impressions: dict[int, int] = dict(impressions or {})  # ids not stored
         self._lock = threading.Lock()
-        self._n = 0  # rows in use; the arrays have room for more (never none: gathers read row 0)
+        self._n = 1  # rows in use, row 0 included; the arrays have room for more
         self._ids = np.zeros(_MIN_ROOM, np.int64)
         self._cols = {name: np.zeros(_MIN_ROOM, np.int64) for name in _INT_COLUMNS}
         self._alive = np.zeros(_MIN_ROOM, np.bool_)
@@ -151,6 +153,9 @@ class InMemoryPostStore:
         self._texts = np.zeros(_MIN_ROOM, object)
         self._lines = np.zeros(_MIN_ROOM, object)  # token lines, computed on first read
         self._has_line = np.zeros(_MIN_ROOM, np.bool_)
+        self._ids[0] = np.iinfo(np.int64).min  # below every id: row order stays id order
+        self._texts[0] = self._lines[0] = ""
+        self._has_line[0] = True
         self._in_order = True  # ids ascend with rows: search `_ids` itself
         self._sorted: tuple[I64, I64] | None = None  # (sorted ids, their rows) otherwise
         self._append([p for p in {p.post_id: p for p in posts}.values()])
@@ -209,33 +214,25 @@ class InMemoryPostStore:
         ids = np.asarray(post_ids, np.int64)
         with self._lock:
             rows = self._rows(ids)
-            found = rows >= 0
-            at = np.where(found, rows, 0)
-            cols = {name: np.where(found, np.take(col, at), 0) for name, col in self._cols.items()}
-            video = np.take(self._is_video, at) & found
-        return PostColumns(found=found, is_video=video, **cols)
+            cols = {name: col.take(rows) for name, col in self._cols.items()}
+            video = self._is_video.take(rows)
+        return PostColumns(found=rows > 0, is_video=video, **cols)
 
     def token_lines(self, post_ids: I64) -> npt.NDArray[np.object_]:
         ids = np.asarray(post_ids, np.int64)
         with self._lock:
             rows = self._rows(ids)
-            found = rows >= 0
-            at = rows[found]
-            missing = np.unique(at[~self._has_line[at]])
+            missing = np.unique(rows[~self._has_line.take(rows)])
             for row in missing.tolist():
                 self._lines[row] = token_line(self._texts[row])
             self._has_line[missing] = True
-            out = np.full(len(ids), "", object)
-            out[found] = np.take(self._lines, at)
-        return out
+            return self._lines.take(rows)
 
     # ---------------------------------------------------------------- internals (lock held)
 
     def _rows(self, ids: I64) -> I64:
-        """The row of each id, -1 where unknown or deleted."""
+        """The row of each id, 0 where unknown or deleted."""
         n = self._n
-        if n == 0:
-            return np.full(len(ids), -1, np.int64)
         if self._in_order:
             keys, rows = self._ids[:n], None
         else:
@@ -245,7 +242,8 @@ class InMemoryPostStore:
             keys, rows = self._sorted
         at, hit = find(keys, ids)
         row = at if rows is None else rows[at]
-        return np.where(hit & self._alive[row], row, -1)
+        hit &= self._alive.take(row)
+        return row * hit
 
     def _append(self, posts: list[Post]) -> None:
         """New rows for posts not stored yet (callers check ids against `_row_of`)."""
@@ -263,7 +261,7 @@ class InMemoryPostStore:
             self._lines = _grown(self._lines, room)
             self._has_line = _grown(self._has_line, room)
         ids = np.fromiter((p.post_id for p in posts), np.int64, k)
-        previous = self._ids[n0 - 1] if n0 else np.iinfo(np.int64).min
+        previous = self._ids[n0 - 1]
         if self._in_order and not (ids[0] > previous and (k == 1 or (np.diff(ids) > 0).all())):
             self._in_order = False
         self._sorted = None

@@ -98,7 +98,12 @@ class Viewer:
     def following_set(self) -> frozenset[int]:
         return frozenset(self.following)
 
-    # The relations as sorted id arrays, for `np.isin` over a whole batch of candidates.
+    @functools.cached_property
+    def following_array(self) -> npt.NDArray[np.int64]:
+        """`following` as an array, in follow order (what Thunder reads)."""
+        return np.array(self.following, np.int64)
+
+    # The relations as sorted id arrays, for `orchestrator.id_arrays.contains` over a batch.
 
     @functools.cached_property
     def following_ids(self) -> npt.NDArray[np.int64]:
