@@ -16,6 +16,7 @@ from orchestrator.pipeline.candidate import Candidates, FeedQuery
 
 class ScoringBudget:
     name = "scoring_budget"
+    independent = False  # the newest and best of the survivors
 
     def __init__(self, limit: int, in_network_share: float = 0.5) -> None:
         if limit < 1:

@@ -31,6 +31,10 @@ class Filter(Protocol):
     """One filtering rule of the request path."""
 
     name: str
+    #: Whether each candidate's fate depends on its own facts only. The chain hands such a filter
+    #: the whole batch (candidates removed earlier included, their answer ignored) instead of
+    #: gathering the survivors first; the others ("the first of each post") get the survivors.
+    independent: bool
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         """Which candidates it keeps."""
@@ -42,6 +46,7 @@ class DuplicateFilter:
     in-network one when the sources are merged Thunder first."""
 
     name = "duplicate"
+    independent = False
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         return first_per_key(candidates.post_id)
@@ -52,6 +57,7 @@ class AuthorUnknownFilter:
     them by and nothing to show."""
 
     name = "author_unknown"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         c = candidates
@@ -66,6 +72,7 @@ class TooOldFilter:
     """
 
     name = "too_old"
+    independent = True
 
     def __init__(self, max_age_ms: int = DEFAULT_MAX_AGE_MS) -> None:
         if max_age_ms < 0:
@@ -81,6 +88,7 @@ class OwnPostFilter:
     """The viewer's own posts: nobody needs their own posts recommended back to them."""
 
     name = "own_post"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         return candidates.author_id != query.viewer.viewer_id
@@ -92,6 +100,7 @@ class OutOfNetworkReplyOrRepostFilter:
     (its parent is not in the store: unknown or deleted)."""
 
     name = "out_of_network_reply_or_repost"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         c = candidates
@@ -104,6 +113,7 @@ class RepeatedRepostFilter:
     underlying post once (the first occurrence, whichever form it takes)."""
 
     name = "repeated_repost"
+    independent = False
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         return first_per_key(candidates.original_post_id)
@@ -114,6 +124,7 @@ class PreviouslySeenFilter:
     and the post it replies to (a repost of something seen is a repeat too)."""
 
     name = "previously_seen"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         c = candidates
@@ -139,6 +150,7 @@ class MutedKeywordFilter:
     """
 
     name = "muted_keyword"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         keep = np.ones(len(candidates), np.bool_)
@@ -172,6 +184,7 @@ class BlockedOrMutedAuthorFilter:
     repost's reposted author is blocked by the viewer."""
 
     name = "blocked_or_muted_author"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         c, viewer = candidates, query.viewer
@@ -189,6 +202,7 @@ class VideoOnlyFilter:
     """For a video-only request, posts without a video (a repost of a video is a video)."""
 
     name = "video_only"
+    independent = True
 
     def apply(self, query: FeedQuery, candidates: Candidates) -> Bools:
         if not query.video_only:
@@ -249,12 +263,23 @@ def apply_filters(
     """Run a chain; the survivors and how many candidates each filter removed (for metrics).
     With `removed_ids` given, it receives the ids each filter removed."""
     removed: dict[str, int] = {}
+    alive = np.ones(len(candidates), np.bool_)  # over `candidates`
+    survivors, current = candidates, True  # `survivors` is `candidates[alive]` when current
     for f in filters:
-        keep = f.apply(query, candidates)
-        dropped = len(keep) - int(np.count_nonzero(keep))
-        removed[f.name] = dropped
+        if f.independent:
+            gone = alive & ~f.apply(query, candidates)
+        else:
+            if not current:
+                survivors, current = candidates.take(alive), True
+            gone = np.zeros(len(candidates), np.bool_)
+            gone[alive.nonzero()[0]] = ~f.apply(query, survivors)
+        count = int(np.count_nonzero(gone))
+        removed[f.name] = count
         if removed_ids is not None:
-            removed_ids[f.name] = candidates.post_id[~keep].tolist()
-        if dropped:
-            candidates = candidates.take(keep)
-    return candidates, removed
+            removed_ids[f.name] = candidates.post_id[gone].tolist()
+        if count:
+            alive &= ~gone
+            current = False
+    if not current:
+        survivors = candidates.take(alive)
+    return survivors, removed

@@ -98,10 +98,7 @@ def rank(
     n = len(inputs)
     probs = {name: _prob(inputs, name) for name in config.weights if name != DWELL_TIME}
     contributions, adjustments = weighted_terms(config, inputs, probs)
-    raw = np.zeros(n)
-    for terms in (contributions, adjustments):
-        for values in terms.values():
-            raw = raw + values
+    raw = np.sum([*contributions.values(), *adjustments.values()], axis=0).reshape(n)
     squashed = squash(config, raw)
     lifted, lifted_index = new_author_lift(config, inputs, squashed)
     k = author_ranks(inputs.author_id, lifted)
@@ -144,7 +141,10 @@ def weighted_terms(
     - post_unexplored counts only for in-network posts when `post_unexplored_in_network_only`.
     """
     w = config.weights
-    contributions = {name: w[name] * p for name, p in probs.items()}
+    names = list(probs)
+    weighted = np.array([probs[name] for name in names]).reshape(len(names), len(inputs))
+    weighted *= np.array([w[name] for name in names])[:, None]
+    contributions = dict(zip(names, weighted, strict=True))  # rows of one [A, C] block
     contributions[DWELL_TIME] = w[DWELL_TIME] * np.asarray(inputs.dwell_time_s, np.float64)
     original = ~inputs.is_reply & ~inputs.is_repost
     boosted = original & inputs.mutual_follow

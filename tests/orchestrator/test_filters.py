@@ -459,3 +459,21 @@ def test_apply_filters_counts_removals() -> None:
     assert removed_ids["duplicate"] == [p.post_id]
     assert removed_ids["own_post"] == [own.post_id]
     assert removed_ids["too_old"] == []
+
+
+def test_each_removal_counts_once_under_the_first_filter_that_removes_it() -> None:
+    """A candidate several filters would drop counts for the first of them in chain order."""
+    mine = post(author=VIEWER)
+    old_and_mine = post(pid(49 * HOUR_MS), author=VIEWER)
+    original = post(author=300)
+    repost = post(kind=REPOST, reposted_id=original.post_id, author=301)
+    specs = [cand(mine), cand(mine), cand(old_and_mine), cand(original), cand(repost), cand(post())]
+    q = query()
+    removed_ids: dict[str, list[int]] = {}
+    survivors, removed = apply_filters(PRE_SCORING_FILTERS, q, hydrated(q, specs), removed_ids)
+    assert removed_ids["duplicate"] == [mine.post_id]
+    assert removed_ids["too_old"] == [old_and_mine.post_id]
+    assert removed_ids["own_post"] == [mine.post_id]
+    assert removed_ids["repeated_repost"] == [repost.post_id]
+    assert sum(removed.values()) == 4 and len(survivors) == 2
+    assert survivors.post_id.tolist() == [original.post_id, specs[-1].post_id]
