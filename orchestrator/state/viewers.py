@@ -61,6 +61,15 @@ class History:
             surfaces=np.fromiter((e.surface for e in engagements), np.int64, n),
         )
 
+    def prepended(self, engagement: Engagement, limit: int) -> History:
+        """This history with `engagement` as the newest, cut to the `limit` newest."""
+        return History(
+            post_ids=np.r_[engagement.post_id, self.post_ids[: limit - 1]],
+            author_ids=np.r_[engagement.author_id, self.author_ids[: limit - 1]],
+            actions=np.vstack([np.array(engagement.actions, np.bool_), self.actions[: limit - 1]]),
+            surfaces=np.r_[engagement.surface, self.surfaces[: limit - 1]],
+        )
+
     def __len__(self) -> int:
         return len(self.post_ids)
 
@@ -176,6 +185,7 @@ class InMemoryViewerStore:
         # The last snapshot of each viewer, until a write touches the viewer: feed after feed
         # reuses it (and the id arrays it derives) instead of copying every relation again.
         self._snapshots: dict[int, Viewer] = {}
+        self._arrays: dict[int, History] = {}  # histories as arrays, built on first read
 
     # ---------------------------------------------------------------- reads
 
@@ -194,9 +204,16 @@ class InMemoryViewerStore:
                 blocked_by=frozenset(self._blocked_by.get(viewer_id, ())),
                 muted=frozenset(self._muted.get(viewer_id, ())),
                 muted_keywords=tuple(self._keywords.get(viewer_id, ())),
-                history=History.of(list(self._history.get(viewer_id, ()))),
+                history=self._history_arrays(viewer_id),
             )
             return viewer
+
+    def _history_arrays(self, viewer_id: int) -> History:
+        history = self._arrays.get(viewer_id)
+        if history is None:
+            history = History.of(list(self._history.get(viewer_id, ())))
+            self._arrays[viewer_id] = history
+        return history
 
     def exists(self, user_id: int) -> bool:
         return user_id in self._users
@@ -320,12 +337,16 @@ class InMemoryViewerStore:
             if history is None:
                 history = self._history[viewer_id] = deque(maxlen=self._max_history)
             history.appendleft(engagement)
+            arrays = self._arrays.get(viewer_id)
+            if arrays is not None:  # one row in front instead of rebuilding from the deque
+                self._arrays[viewer_id] = arrays.prepended(engagement, self._max_history)
 
     def load_histories(self, histories: Iterable[tuple[int, list[Engagement]]]) -> None:
         """Bulk load: (viewer, engagements newest first), replacing what the viewer had."""
         with self._lock:
             for viewer_id, engagements in histories:
                 self._snapshots.pop(viewer_id, None)
+                self._arrays.pop(viewer_id, None)
                 self._history[viewer_id] = deque(
                     engagements[: self._max_history], maxlen=self._max_history
                 )

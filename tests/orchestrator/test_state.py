@@ -196,3 +196,20 @@ def test_posts_are_read_as_columns_by_id() -> None:
     store.delete(5)
     assert store.columns(np.array([5, 9])).found.tolist() == [False, True]
     assert store.token_lines(np.array([5])).tolist() == [""]
+
+
+def test_a_recorded_engagement_goes_in_front_of_the_history_arrays() -> None:
+    store = InMemoryViewerStore(max_history=3)
+    store.add_user(1)
+    for post_id in (10, 11):
+        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.REPLY), 2))
+    assert store.get(1).history.post_ids.tolist() == [11, 10]  # type: ignore[union-attr]
+    for post_id in (12, 13):  # arrays already built: each engagement is prepended
+        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.SHARE), 1))
+    history = store.get(1).history  # type: ignore[union-attr]
+    rebuilt = History.of([Engagement(13, 113, _actions(Action.SHARE), 1),
+                          Engagement(12, 112, _actions(Action.SHARE), 1),
+                          Engagement(11, 111, _actions(Action.REPLY), 2)])  # fmt: skip
+    for got, want in zip(history.padded(3), rebuilt.padded(3), strict=True):
+        assert np.array_equal(got, want)
+    assert history.actions.dtype == np.bool_ and history.post_ids.dtype == np.int64
