@@ -23,10 +23,12 @@ from orchestrator.auth import Authenticator, Principal, principal_dependency
 from orchestrator.body_route import JsonRoute
 from orchestrator.errors import error_responses, install_error_handlers
 from orchestrator.http_observer import RequestObserver
+from orchestrator.pipeline.runner import FeedResult
 from orchestrator.schemas import (
     Changed,
     CreatePostRequest,
     EngagementRequest,
+    FeedExplain,
     FeedPost,
     FeedRequest,
     FeedResponse,
@@ -94,7 +96,10 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
             seen_ids=frozenset(body.seen_ids),
             served_ids=frozenset(body.served_ids),
             in_network_only=body.in_network_only,
+            video_only=body.video_only,
+            explain=body.explain,
         )
+        explained = result.explanations or {}
         return FeedResponse(
             posts=[
                 FeedPost(
@@ -108,6 +113,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
                     else {
                         a: round(float(p), 6) for a, p in zip(ACTIONS, c.predictions, strict=True)
                     },
+                    explanation=explained.get(c.post_id),
                 )
                 for c in result.posts
             ],
@@ -116,6 +122,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
             timings_ms=result.timings_ms,
             candidates=result.candidates,
             model_versions=result.model_versions,
+            explain=_feed_explain(service, result, body) if body.explain else None,
         )
 
     @app.post(
@@ -235,6 +242,24 @@ def _relation_routes(app: FastAPI, service: FeedService, relation: str, authenti
         path, response_model=Changed, tags=["viewers"], summary=f"un{relation}",
         responses=responses,
     )(remove)  # fmt: skip
+
+
+def _feed_explain(service: FeedService, result: FeedResult, body: FeedRequest) -> FeedExplain:
+    """The feed-level explanation: what each source gave and each filter removed."""
+    ranking = service.settings.ranking
+    return FeedExplain(
+        sources=result.candidates,
+        filters=result.removed,
+        removed_ids=result.removed_ids if body.explain_removed_ids else None,
+        constants={
+            "score_offset": ranking.score_offset,
+            "negative_score_scale": ranking.negative_score_scale,
+            "positive_weight_sum": ranking.positive_weight_sum,
+            "negative_weight_sum": ranking.negative_weight_sum,
+            "diversity_floor": ranking.diversity_floor,
+            "diversity_decay": ranking.diversity_decay,
+        },
+    )
 
 
 def _post_response(post: Post) -> PostResponse:

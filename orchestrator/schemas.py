@@ -27,6 +27,42 @@ class FeedRequest(_Strict):
     seen_ids: list[ListedId] = Field(default_factory=list, max_length=_MAX_IDS)
     served_ids: list[ListedId] = Field(default_factory=list, max_length=_MAX_IDS)
     in_network_only: bool = False
+    video_only: bool = Field(default=False, description="only posts with a video")
+    explain: bool = Field(
+        default=False, description="explain every score and count what each stage did"
+    )
+    explain_removed_ids: bool = Field(
+        default=False, description="with explain: also list the ids each filter removed"
+    )
+
+
+class Explanation(BaseModel):
+    """One post's score, stage by stage (docs/RANKING.md has the arithmetic)."""
+
+    probabilities: dict[str, float] = Field(description="action -> predicted probability")
+    contributions: dict[str, float] = Field(description="action -> weight x probability")
+    adjustments: dict[str, float] = Field(description="rule -> amount it added to raw")
+    raw: float = Field(description="sum of contributions and adjustments")
+    squashed: float
+    new_author_lift: float = Field(description="the score after the new-author lift")
+    diversity_k: int = Field(description="higher-scored posts of the same author")
+    diversity_multiplier: float
+    oon_factor: float
+    dpp_kept: bool
+    final: float = Field(description="the post's score")
+
+
+class FeedExplain(BaseModel):
+    """What the stages did to the whole feed."""
+
+    sources: dict[str, int] = Field(description="source -> candidates it gave")
+    filters: dict[str, int] = Field(description="filter -> candidates it removed")
+    removed_ids: dict[str, list[int]] | None = Field(
+        default=None, description="filter -> the ids it removed (explain_removed_ids)"
+    )
+    constants: dict[str, float] = Field(
+        default_factory=dict, description="the configuration numbers the arithmetic uses"
+    )
 
 
 class FeedPost(BaseModel):
@@ -38,6 +74,7 @@ class FeedPost(BaseModel):
     predictions: dict[str, float] = Field(
         default_factory=dict, description="action probabilities (empty in a degraded feed)"
     )
+    explanation: Explanation | None = None
 
 
 class FeedResponse(BaseModel):
@@ -51,6 +88,7 @@ class FeedResponse(BaseModel):
         description="the version of each model this feed used (one model set per feed), and of "
         "the post index's candidate tower",
     )
+    explain: FeedExplain | None = None
 
 
 class CreatePostRequest(_Strict):
@@ -60,6 +98,7 @@ class CreatePostRequest(_Strict):
     reposted_id: int = Field(default=0, ge=0, le=INT64_MAX, description="reposted post, or 0")
     is_video: bool = False
     video_duration_s: float = Field(default=0.0, ge=0, le=86_400, allow_inf_nan=False)
+    quoted_id: int = Field(default=0, ge=0, le=2**63 - 1, description="quoted post, or 0")
 
 
 class PostResponse(BaseModel):

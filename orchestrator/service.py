@@ -65,6 +65,7 @@ class NewPost:
     reposted_id: int = 0
     is_video: bool = False
     video_duration_s: float = 0.0
+    quoted_id: int = 0
 
 
 class FeedService:
@@ -202,6 +203,7 @@ class FeedService:
             scorer=PhoenixScorer(models),
             ranking=self.settings.ranking,
             metrics=self.metrics,
+            embeddings=index.embeddings,
         )  # fmt: skip
 
     async def _switch_to_newer_set(self, now: int) -> None:
@@ -265,6 +267,8 @@ class FeedService:
         seen_ids: frozenset[int] = frozenset(),
         served_ids: frozenset[int] = frozenset(),
         in_network_only: bool = False,
+        video_only: bool = False,
+        explain: bool = False,
     ) -> FeedResult:
         viewer = self.viewers.get(viewer_id)
         if viewer is None:
@@ -276,6 +280,8 @@ class FeedService:
             seen_ids=seen_ids,
             served_ids=served_ids,
             in_network_only=in_network_only,
+            video_only=video_only,
+            explain=explain,
         )
         if self._pipeline is None:  # Triton never answered yet: Thunder only, degraded
             result = await self._thunder_only.run(query)
@@ -299,7 +305,7 @@ class FeedService:
         """Store a post (snowflake id from the service clock), stream it into Thunder and embed it
         into the index (later, if Triton is down)."""
         self._require_user("author_id", new.author_id)
-        kind, conversation = ORIGINAL, 0
+        kind, conversation, reposted_author = ORIGINAL, 0, 0
         if new.parent_id and new.reposted_id:
             raise Conflict("a post is a reply (parent_id) or a repost (reposted_id), not both")
         is_video, duration = new.is_video, new.video_duration_s
@@ -312,6 +318,9 @@ class FeedService:
                 raise Conflict("reposted_id: a repost of a repost; repost the original instead")
             kind = REPOST
             is_video, duration = original.is_video, original.video_duration_s
+            reposted_author = original.author_id
+        if new.quoted_id:
+            self._require_post("quoted_id", new.quoted_id)
         with self._write_lock:
             post_id = int(
                 snowflake_id(self.clock.now_ms(), next(self._sequence) & ((1 << SEQUENCE_BITS) - 1))
@@ -326,12 +335,14 @@ class FeedService:
             is_video=is_video,
             video_duration_s=duration if is_video else 0.0,
             text=new.text,
+            reposted_author_id=reposted_author,
+            quoted_id=new.quoted_id,
         )
         self.posts.add(post)
         self.thunder.ingest(post)
-        if self._switch_journal is not None and post.is_original:
+        if self._switch_journal is not None and not post.is_repost:
             self._switch_journal[0].append(post)
-        if post.is_original:
+        if not post.is_repost:
             if self.index is None:
                 self._pending.append(post)
             else:
@@ -363,6 +374,7 @@ class FeedService:
             served_ms=self.clock.now_ms(),
         )
         self.viewers.record_engagement(viewer_id, engagement)
+        self.posts.add_impression(post_id)
         return engagement
 
     def relate(self, relation: str, viewer_id: int, target_id: int, *, undo: bool = False) -> bool:

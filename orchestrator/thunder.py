@@ -21,9 +21,13 @@ Decisions the spec leaves open:
 - time: a post is served when `now_ms - retention <= created_ms <= now_ms`. Ingest refuses a post
   already older than the retention relative to Thunder's clock (the newest creation time ingested,
   or the `now_ms` given to `expire`), since no lookup could serve it any more;
-- a delete takes the post out of its lists at once (so it costs a lookup nothing) and remembers the
-  id, so a create arriving later loses; `expire` forgets ids too old to come back anyway;
-- the scan limit counts every entry walked inside the retention window, excluded ones included;
+- a delete makes the post unservable at once and remembers the id, so a create arriving later
+  loses; as in X, the deleted entry stays in its author's lists until it expires and still counts
+  toward the entries scanned per author; `expire` forgets ids too old to come back anyway;
+- the scan limit counts every entry walked inside the retention window, excluded and deleted
+  ones included;
+- a repost of the viewer's own post is dropped by the reposted post's author as the repost names
+  it (`Post.reposted_author_id`), held or not, as X's Thunder does with the event's source user;
 - "in the store" (a reply's parent, a repost's reposted post) means what `get` returns: held and
   not deleted. The parent need not be inside the retention window itself;
 - the reply rule's "an author the viewer follows" means one of the same first `max_followed`;
@@ -55,7 +59,8 @@ _LISTS = 3
 
 # A row's meta word: author number << 8 | kind << 4 | flags.
 _KIND_SHIFT, _AUTHOR_SHIFT, _LOW_BITS = 4, 8, 0xF
-_ALIVE, _VIDEO, _ROOT_REPLY = 1, 2, 4  # held; on the video list; replies to its thread's root
+# held; on the video list; replies to its thread's root; deleted but still on its lists
+_ALIVE, _VIDEO, _ROOT_REPLY, _DELETED = 1, 2, 4, 8
 
 
 class ThunderSettings(BaseModel):
@@ -74,6 +79,9 @@ class ThunderSettings(BaseModel):
         100, ge=0, description="videos kept per author in a video lookup"
     )
     max_results: int = Field(1_200, ge=0, description="posts returned when a lookup names none")
+    max_video_results: int = Field(
+        600, ge=0, description="posts returned by a video lookup that names no maximum"
+    )
 
     @property
     def retention_ms(self) -> int:
@@ -95,6 +103,7 @@ class Thunder:
         self._meta = np.zeros(0, np.int64)
         self._ref_ids = np.zeros(0, np.int64)  # parent of a reply, reposted post of a repost
         self._refs = np.zeros(0, np.int64)  # row of that post, -1 when not held
+        self._src_users = np.zeros(0, np.int64)  # a repost's reposted author (account id), else 0
         self._posts = np.zeros(0, object)  # row -> Post, None once deleted
         self._waiting: dict[int, list[int]] = {}  # id not held yet -> rows that refer to it
         self._author_of: dict[int, int] = {}  # account id -> author number, one at a time
@@ -126,18 +135,49 @@ class Thunder:
         max_results: int | None = None,
         video: bool = False,
     ) -> list[Post]:
-        """In-network candidates for `viewer_id` at `now_ms`, newest first (DESIGN.md 6)."""
+        """In-network candidates for `viewer_id` at `now_ms`, newest first (DESIGN.md 6). A video
+        lookup (`video`) reads the video lists and returns at most `max_video_results` unless
+        `max_results` says otherwise."""
+        return self._lookup(
+            viewer_id, following, now_ms, exclude, max_results, video, "_posts"
+        ).tolist()
+
+    def lookup_ids(
+        self,
+        viewer_id: int,
+        following: Sequence[int],
+        now_ms: int,
+        *,
+        exclude: Collection[int] = (),
+        max_results: int | None = None,
+        video: bool = False,
+    ) -> np.ndarray:
+        """`lookup`'s posts as an array of their ids (what the feed pipeline takes)."""
+        return self._lookup(viewer_id, following, now_ms, exclude, max_results, video, "_ids")
+
+    def _lookup(
+        self,
+        viewer_id: int,
+        following: Sequence[int],
+        now_ms: int,
+        exclude: Collection[int],
+        max_results: int | None,
+        video: bool,
+        column: str,
+    ) -> np.ndarray:
+        """`column` (a row array: `_posts` or `_ids`) at the rows a lookup keeps, newest first."""
         s = self.settings
         _check_int("viewer_id", viewer_id, 0)
         _check_int("now_ms", now_ms, 0)
-        limit = s.max_results if max_results is None else _check_int("max_results", max_results, 0)
+        default = s.max_video_results if video else s.max_results
+        limit = default if max_results is None else _check_int("max_results", max_results, 0)
         followed = _as_ids("following", _head(following, s.max_followed))
         excluded = _as_ids("exclude", exclude)
         lo_id = _first_id_at(now_ms - s.retention_ms)
         hi_id = _first_id_at(now_ms + 1) - 1
-        with self._lock:
+        with self._lock:  # rows are renumbered by rebuilds: read the column under the same lock
             rows = self._lookup_rows(viewer_id, followed, excluded, lo_id, hi_id, limit, video)
-            return np.take(self._posts, rows).tolist()
+            return np.take(getattr(self, column), rows)
 
     def _lookup_rows(
         self,
@@ -178,7 +218,7 @@ class Thunder:
         first = np.cumsum(scanned) - scanned
         entries = np.take(pool, np.repeat(end - 1 + first, scanned) - np.arange(total), axis=0)
         entry_ids, entry_rows = entries[:, 0], entries[:, 1]
-        keep = entry_ids >= lo_id
+        keep = (entry_ids >= lo_id) & ((np.take(self._meta, entry_rows) & _ALIVE) != 0)
         if len(excluded):
             keep &= ~np.isin(entry_ids, excluded)
 
@@ -210,15 +250,17 @@ class Thunder:
     def _refused(
         self, rows: np.ndarray, viewer_id: int, followed_authors: np.ndarray, video: bool
     ) -> np.ndarray:
-        """Which of these replies, reposts and videos the rules drop: a repost of a held post by
-        the viewer and, outside video lookups, a reply whose parent is neither a held original
-        nor a held direct reply to its thread's root by an account the viewer follows."""
+        """Which of these replies, reposts and videos the rules drop: a repost of the viewer's own
+        post (by the author it names, or the held post's) and, outside video lookups, a reply
+        whose parent is neither a held original nor a held direct reply to its thread's root by
+        an account the viewer follows."""
         kind = (np.take(self._meta, rows) >> _KIND_SHIFT) & _LOW_BITS
         refs = np.take(self._refs, rows)
         target = np.take(self._meta, np.maximum(refs, 0))
         held = (refs >= 0) & ((target & _ALIVE) != 0)
         author = target >> _AUTHOR_SHIFT
-        refused = (kind == REPOST) & held & (author == self._author_of.get(viewer_id, -1))
+        own = held & (author == self._author_of.get(viewer_id, -1))
+        refused = (kind == REPOST) & (own | (np.take(self._src_users, rows) == viewer_id))
         if not video:
             followed = np.zeros(len(self._author_of), bool)
             followed[followed_authors] = True
@@ -259,10 +301,8 @@ class Thunder:
             row = self._row_of.pop(post_id, None)
             if row is None:
                 return False
-            self._meta[row] &= ~_ALIVE
+            self._meta[row] = (self._meta[row] & ~_ALIVE) | _DELETED
             self._posts[row] = None
-            for seg in self._segments_of(row):
-                self._remove(seg, post_id)
             return True
 
     def expire(self, now_ms: int) -> int:
@@ -273,11 +313,13 @@ class Thunder:
         with self._lock:
             self._clock_ms = max(self._clock_ms, now_ms)
             n = self._nrows
-            old = ((self._meta[:n] & _ALIVE) != 0) & (self._ids[:n] < _first_id_at(cutoff_ms))
+            too_old = self._ids[:n] < _first_id_at(cutoff_ms)
+            old = ((self._meta[:n] & _ALIVE) != 0) & too_old
             count = int(old.sum())
             self._deleted = {d for d in self._deleted if _created_ms(d) >= cutoff_ms}
-            if count or len(self._row_of) < n:
-                self._meta[:n][old] &= ~_ALIVE
+            dropped = ((self._meta[:n] & (_ALIVE | _DELETED)) != 0) & too_old
+            if dropped.any() or len(self._row_of) < n:
+                self._meta[:n][dropped] &= ~(_ALIVE | _DELETED)
                 self._rebuild()
             return count
 
@@ -300,6 +342,7 @@ class Thunder:
         self._meta[row] = _meta(self._author_number(post.author_id), post)
         self._ref_ids[row] = ref_id
         self._refs[row] = self._row_or_wait(ref_id, row)
+        self._src_users[row] = _src_user(post)
         self._posts[row] = post
         for waiting in self._waiting.pop(post_id, ()):
             self._refs[waiting] = row
@@ -327,6 +370,7 @@ class Thunder:
         self._ids[new] = [p.post_id for p in fresh]
         self._meta[new] = [_meta(self._author_number(p.author_id), p) for p in fresh]
         self._ref_ids[new] = [_ref_id(p) for p in fresh]
+        self._src_users[new] = [_src_user(p) for p in fresh]
         self._posts[new] = fresh
         self._nrows = n0 + k
         self._clock_ms = max(self._clock_ms, _created_ms(fresh[-1].post_id))
@@ -349,6 +393,7 @@ class Thunder:
         self._meta = _grown(self._meta, size)
         self._ref_ids = _grown(self._ref_ids, size)
         self._refs = _grown(self._refs, size)
+        self._src_users = _grown(self._src_users, size)
         self._posts = _grown(self._posts, size)
 
     def _row_or_wait(self, ref_id: int, row: int) -> int:
@@ -390,23 +435,18 @@ class Thunder:
         pool[at] = (post_id, row)
         self._seg[seg] = (start, length + 1, room)
 
-    def _remove(self, seg: int, post_id: int) -> None:
-        start, length = int(self._seg[seg, 0]), int(self._seg[seg, 1])
-        pool, end = self._pool, start + length
-        at = start + int(np.searchsorted(pool[start:end, 0], post_id))
-        if at < end and pool[at, 0] == post_id:
-            pool[at : end - 1] = pool[at + 1 : end].copy()
-            self._seg[seg, 1] = length - 1
-
     def _rebuild(self) -> None:
-        """Drop dead rows, renumber the rest in id order, re-link and re-lay every segment."""
+        """Drop dead rows (deleted ones stay until they expire), renumber the rest in id order,
+        re-link and re-lay every segment."""
         n = self._nrows
-        order = np.flatnonzero(self._meta[:n] & _ALIVE)
+        order = np.flatnonzero(self._meta[:n] & (_ALIVE | _DELETED))
         order = order[np.argsort(self._ids[order], kind="stable")]
         self._ids, self._meta = self._ids[order], self._meta[order]
         self._ref_ids, self._posts = self._ref_ids[order], self._posts[order]
+        self._src_users = self._src_users[order]
         n = self._nrows = len(order)
-        self._row_of = dict(zip(self._ids.tolist(), range(n), strict=True))
+        alive = np.flatnonzero(self._meta & _ALIVE)
+        self._row_of = dict(zip(self._ids[alive].tolist(), alive.tolist(), strict=True))
         self._refs = self._relink()
         self._lay_out_segments()
 
@@ -520,6 +560,11 @@ def _ref_id(post: Post) -> int:
     if post.kind == REPLY:
         return post.parent_id
     return post.reposted_id if post.kind == REPOST else 0
+
+
+def _src_user(post: Post) -> int:
+    """The account a repost reposts (0 for other posts or when the repost does not name it)."""
+    return post.reposted_author_id if post.kind == REPOST else 0
 
 
 def _first_id_at(ms: int) -> int:

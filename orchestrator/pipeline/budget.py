@@ -8,11 +8,15 @@ have more than their share, the other source's unused share otherwise."""
 
 from __future__ import annotations
 
-from orchestrator.pipeline.candidate import Candidate, FeedQuery
+import numpy as np
+import numpy.typing as npt
+
+from orchestrator.pipeline.candidate import Candidates, FeedQuery
 
 
 class ScoringBudget:
     name = "scoring_budget"
+    independent = False  # the newest and best of the survivors
 
     def __init__(self, limit: int, in_network_share: float = 0.5) -> None:
         if limit < 1:
@@ -22,15 +26,19 @@ class ScoringBudget:
         self.limit = limit
         self.in_network_share = in_network_share
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        if len(candidates) <= self.limit:
-            return candidates
-        inn = sorted((c for c in candidates if c.in_network), key=lambda c: -c.post_id)
-        oon = sorted(
-            (c for c in candidates if not c.in_network),
-            key=lambda c: -(c.retrieval_score if c.retrieval_score is not None else -1e9),
-        )
+    def apply(self, query: FeedQuery, candidates: Candidates) -> npt.NDArray[np.bool_]:
+        c = candidates
+        keep = np.ones(len(c), np.bool_)
+        if len(c) <= self.limit:
+            return keep
+        inn = np.flatnonzero(c.in_network)
+        inn = inn[np.argsort(-c.post_id[inn], kind="stable")]  # newest first
+        oon = np.flatnonzero(~c.in_network)
+        ann = np.nan_to_num(c.retrieval_score[oon], nan=-1e9)
+        oon = oon[np.argsort(-ann, kind="stable")]  # best retrieved first
         n_in = min(len(inn), max(round(self.limit * self.in_network_share), self.limit - len(oon)))
         n_out = min(len(oon), self.limit - n_in)
-        chosen = {id(c) for c in inn[:n_in]} | {id(c) for c in oon[:n_out]}
-        return [c for c in candidates if id(c) in chosen]
+        keep[:] = False
+        keep[inn[:n_in]] = True
+        keep[oon[:n_out]] = True
+        return keep

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.pipeline.candidate import Candidate, FeedQuery
-from orchestrator.pipeline.features import FOR_YOU_SURFACE, query_features
+from orchestrator.pipeline.candidate import Candidates, FeedQuery
+from orchestrator.pipeline.features import candidate_features, query_features
 from orchestrator.triton_client import PhoenixTriton
-from phoenix.features import pack_candidates
+from phoenix.actions import NUM_ACTIONS
 
 
 class PhoenixScorer:
-    """Sets `predictions` and `dwell_time_s` on every candidate."""
+    """Sets the batch's `predictions` [C, A] and `dwell_time_s` [C]."""
 
     name = "ranker"
 
     def __init__(self, triton: PhoenixTriton) -> None:
         self.triton = triton
 
-    async def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
-        if not candidates:
+    async def score(self, query: FeedQuery, candidates: Candidates) -> None:
+        n = len(candidates)
+        if n == 0:
+            candidates.predictions = np.zeros((0, NUM_ACTIONS), np.float32)
             return
         hasher = self.triton.served.hasher
-        n = len(candidates)
-        post_ids = np.fromiter((c.post_id for c in candidates), np.int64, n)
-        author_ids = np.fromiter((c.author_id for c in candidates), np.int64, n)
-        features = pack_candidates(
-            hasher, post_ids, author_ids, np.full(n, FOR_YOU_SURFACE, np.int64)
+        probs, dwell = await self.triton.rank(
+            query_features(hasher, query), candidate_features(hasher, candidates)
         )
-        probs, dwell = await self.triton.rank(query_features(hasher, query), features)
-        for c, p, d in zip(candidates, probs, dwell, strict=True):
-            c.predictions = p
-            c.dwell_time_s = float(d)
+        if len(probs) != n or len(dwell) != n:
+            raise ValueError(f"the ranker answered {len(probs)} rows for {n} candidates")
+        candidates.predictions = np.asarray(probs, np.float32)
+        candidates.dwell_time_s = np.asarray(dwell, np.float64)

@@ -6,19 +6,21 @@ replaces 35, and the top slice grows with it so a large page (up to 200) can sti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numpy as np
+import numpy.typing as npt
 
-from orchestrator.pipeline.candidate import Candidate
-from orchestrator.pipeline.filters import ConversationDedup
+from orchestrator.pipeline.filters import dedup_conversations
 from phoenix.ranking_config import RankingConfig
 
-_CONVERSATION_DEDUP = ConversationDedup()
 
-
-def select(config: RankingConfig, ranked: Sequence[Candidate], limit: int) -> list[Candidate]:
-    """The page: the top `max(config.max_selected, limit)` of `ranked` (sorted best first, as
-    `ranking.rank` returns it), one post per conversation, cut to `limit`."""
+def select(
+    config: RankingConfig, conversation_ids: npt.ArrayLike, scores: npt.ArrayLike, limit: int
+) -> npt.NDArray[np.int64]:
+    """The page, as positions in the ranked sequence whose conversation keys and scores are given
+    best first (as `ranking.rank`'s order puts them): the top `max(config.max_selected, limit)`,
+    one post per conversation, cut to `limit`."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    top = list(ranked[: max(config.max_selected, limit)])
-    return _CONVERSATION_DEDUP.apply(None, top)[:limit]
+    top = max(config.max_selected, limit)
+    keys = np.asarray(conversation_ids, np.int64)[:top]
+    return dedup_conversations(keys, np.asarray(scores, np.float64)[:top])[:limit]

@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Protocol
 
-from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
+from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidates, FeedQuery
 from orchestrator.pipeline.features import query_features
 from orchestrator.post_index import PostIndex
 from orchestrator.thunder import Thunder
@@ -16,11 +16,11 @@ from orchestrator.triton_client import PhoenixTriton
 class Source(Protocol):
     name: str
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]: ...
+    async def fetch(self, query: FeedQuery) -> Candidates: ...
 
 
 class ThunderSource:
-    """Recent posts of the accounts the viewer follows."""
+    """Recent posts of the accounts the viewer follows (their videos for a video-only query)."""
 
     name = THUNDER
 
@@ -28,16 +28,20 @@ class ThunderSource:
         self.thunder = thunder
         self.max_results = max_results  # None: Thunder's own maximum (1,200)
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+    async def fetch(self, query: FeedQuery) -> Candidates:
         viewer = query.viewer
-        posts = self.thunder.lookup(
+        limit = self.max_results
+        if query.video_only and limit is not None:  # a video lookup returns at most 600
+            limit = min(limit, self.thunder.settings.max_video_results)
+        ids = self.thunder.lookup_ids(
             viewer.viewer_id,
-            viewer.following,
+            viewer.following_array,
             query.now_ms,
             exclude=query.seen_ids | query.served_ids,
-            max_results=self.max_results,
+            max_results=limit,
+            video=query.video_only,
         )
-        return [Candidate(p.post_id, THUNDER, in_network=True, post=p) for p in posts]
+        return Candidates.of(THUNDER, ids, in_network=True)
 
 
 class RetrievalSource:
@@ -57,16 +61,13 @@ class RetrievalSource:
         self.k = k
         self.executor = executor  # where searches run (None: asyncio's default executor)
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
+    async def fetch(self, query: FeedQuery) -> Candidates:
         if query.in_network_only:
-            return []
+            return Candidates.of(RETRIEVAL, [], in_network=False)
         features = query_features(self.triton.served.hasher, query)
         embedding = await self.triton.embed_users(features)
         loop = asyncio.get_running_loop()
         ids, scores = await loop.run_in_executor(
             self.executor, self.index.search, embedding[0], self.k
         )
-        return [
-            Candidate(int(i), RETRIEVAL, in_network=False, retrieval_score=float(s))
-            for i, s in zip(ids, scores, strict=True)
-        ]
+        return Candidates.of(RETRIEVAL, ids, in_network=False, retrieval_scores=scores)

@@ -23,6 +23,8 @@ import logging
 import threading
 from typing import Protocol
 
+import numpy as np
+
 from orchestrator.retrieval.dense import DenseStore, Result, empty_result
 from orchestrator.retrieval.locks import ReadWriteLock
 from orchestrator.retrieval.validation import (
@@ -123,6 +125,12 @@ class StoreBackedIndex:
             if self._accel is not None:
                 return self._accel.search(queries, k)
             return self._store.search(queries, k)
+
+    def vectors_of(self, ids: object) -> tuple[Vectors, np.ndarray]:
+        """The stored vectors of `ids` [n, D] (zeros where absent) and which ids were found."""
+        ids = check_ids(ids)
+        with self._lock.read():
+            return self._store.get(ids)
 
     def ids(self) -> Ids:
         """The live post ids, in no particular order."""

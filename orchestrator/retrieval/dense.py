@@ -135,6 +135,15 @@ class DenseStore:
         self._rows.update(zip(new_ids.tolist(), range(start, start + count), strict=True))
         self._n += count
 
+    def get(self, ids: Ids) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies of the vectors of `ids` [n, D] (zeros where absent) and which were found."""
+        rows = np.fromiter((self._rows.get(i, -1) for i in ids.tolist()), np.int64, len(ids))
+        found = rows >= 0
+        out = np.zeros((len(ids), self.dim), np.float32)
+        if found.any():
+            out[found] = to_host(self._matrix[self._xp.asarray(rows[found])])
+        return out, found
+
     def remove(self, ids: Ids) -> Ids:
         """Delete the rows of `ids`; returns the ids that were present (each once)."""
         removed = []

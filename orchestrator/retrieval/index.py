@@ -61,6 +61,12 @@ class VectorIndex(Protocol):
         slots beyond the live posts hold id 0 and score -inf; never a removed id."""
         ...
 
+    def vectors_of(
+        self, ids: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The stored vectors of `ids` (zeros where absent) and which ids were found."""
+        ...
+
     def ids(self) -> npt.NDArray[np.int64]:
         """The live ids, in no particular order."""
         ...

@@ -35,9 +35,19 @@ class WorldState:
 
 
 def posts_of(world: World) -> list[Post]:
-    """Every post of the world as `Post` objects, in id order."""
+    """Every post of the world as `Post` objects, in id order; a repost names the reposted
+    post's author too (Thunder drops a repost of the viewer's own post by it)."""
     cols = world.posts.to_pydict()
-    return [Post(*row) for row in zip(*(cols[name] for name in _POST_FIELDS), strict=True)]
+    author_of = dict(zip(cols["post_id"], cols["author_id"], strict=True))
+    reposted_author = [author_of.get(r, 0) if r else 0 for r in cols["reposted_id"]]
+    rows = zip(*(cols[name] for name in _POST_FIELDS), reposted_author, strict=True)
+    return [Post(*row) for row in rows]
+
+
+def impressions_of(world: World) -> dict[int, int]:
+    """Impressions per post: every served row of the engagement log counts once."""
+    ids, counts = np.unique(world.engagements.column("post_id").to_numpy(), return_counts=True)
+    return dict(zip(ids.tolist(), counts.tolist(), strict=True))
 
 
 def load_world_state(world: World, max_history: int = DEFAULT_MAX_HISTORY) -> WorldState:
@@ -56,7 +66,11 @@ def load_world_state(world: World, max_history: int = DEFAULT_MAX_HISTORY) -> Wo
         viewers.add_muted_keyword(user_id, keyword)
     posts = posts_of(world)
     viewers.load_histories(_histories(world, {p.post_id: p.author_id for p in posts}))
-    return WorldState(viewers=viewers, posts=InMemoryPostStore(posts), now_ms=world.now_ms)
+    return WorldState(
+        viewers=viewers,
+        posts=InMemoryPostStore(posts, impressions_of(world)),
+        now_ms=world.now_ms,
+    )
 
 
 def _pairs(world: World, table: str, a: str, b: str) -> zip:

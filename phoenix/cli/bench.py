@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from orchestrator.benchmarks.ann import add_parser as add_ann
+from orchestrator.benchmarks.pipeline import add_parser as add_pipeline
 from orchestrator.benchmarks.thunder import add_parser as add_thunder
 from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
@@ -86,7 +87,7 @@ _TRITON_TARGETS = ("cpu", "pytorch")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark the models, Triton serving, Thunder and the ANN index",
+        help="benchmark the models, Triton serving, Thunder, the ANN index and the pipeline",
         description="Benchmarks: each prints the machine it ran on and a Markdown table.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_triton(benchmarks)
     add_thunder(benchmarks)
     add_ann(benchmarks)
+    add_pipeline(benchmarks)
 
 
 def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:

@@ -120,8 +120,9 @@ def test_feeds_keep_every_invariant(stack: Stack) -> None:
             assert post.author_id != viewer_id, "own post"
             assert post.author_id not in viewer.blocked | viewer.muted | viewer.blocked_by
             assert now - int(created_ms(post.post_id)) <= MAX_AGE_MS, "older than 48 h"
-            assert post.thread_id not in conversations, "two posts of one conversation"
-            conversations.add(post.thread_id)
+            key = post.reposted_id if post.is_repost else post.thread_id
+            assert key not in conversations, "two posts of one conversation"
+            conversations.add(key)
             assert set(p["predictions"]) and all(0 <= v <= 1 for v in p["predictions"].values())
             if not p["in_network"]:
                 assert post.is_original, "out-of-network reply or repost"
@@ -148,6 +149,54 @@ def test_limit_and_in_network_only(stack: Stack) -> None:
     body = stack.feed(viewer_id, limit=50, in_network_only=True)
     assert body["posts"] and all(p["in_network"] for p in body["posts"])
     assert body["candidates"].get("phoenix_retrieval", 0) == 0
+
+
+def reproduce(explanation: dict, constants: dict) -> float:
+    """A post's score from its explanation alone, by docs/RANKING.md's arithmetic."""
+    e = explanation
+    raw = sum(e["contributions"].values()) + sum(e["adjustments"].values())
+    assert raw == pytest.approx(e["raw"], abs=1e-9)
+    pos, neg = constants["positive_weight_sum"], constants["negative_weight_sum"]
+    if raw >= 0:
+        squashed = raw + constants["score_offset"]
+    else:
+        squashed = (raw + neg) / (pos + neg) * constants["negative_score_scale"]
+    assert squashed == pytest.approx(e["squashed"], abs=1e-9)
+    lifted = e["new_author_lift"]
+    assert lifted == squashed or lifted > squashed  # the lift only raises a score
+    floor, decay = constants["diversity_floor"], constants["diversity_decay"]
+    multiplier = (1 - floor) * decay ** e["diversity_k"] + floor
+    assert multiplier == pytest.approx(e["diversity_multiplier"], abs=1e-12)
+    final = lifted * multiplier * e["oon_factor"] if e["dpp_kept"] else 0.0
+    assert final == pytest.approx(e["final"], abs=1e-9)
+    return final
+
+
+def test_explained_feeds_reproduce_every_score(stack: Stack) -> None:
+    for viewer_id in _ordinary_viewers(stack, 3):
+        plain = stack.feed(viewer_id, limit=60)
+        assert plain["explain"] is None and all(p["explanation"] is None for p in plain["posts"])
+        body = stack.feed(viewer_id, limit=60, explain=True, explain_removed_ids=True)
+        explain = body["explain"]
+        assert explain["sources"] == body["candidates"]
+        for name, count in explain["filters"].items():
+            assert len(explain["removed_ids"][name]) == count, name
+        assert body["posts"]
+        for p in body["posts"]:
+            e = p["explanation"]
+            assert reproduce(e, explain["constants"]) == pytest.approx(p["score"], abs=1e-9)
+            assert e["final"] == p["score"]
+            assert set(e["probabilities"]) >= set(p["predictions"])
+        kept = [p for p in body["posts"] if p["explanation"]["dpp_kept"]]
+        assert 0 < len(kept) <= 50
+
+
+def test_video_only_feeds_hold_videos(stack: Stack) -> None:
+    viewer_id = _ordinary_viewers(stack, 1)[0]
+    body = stack.feed(viewer_id, limit=50, video_only=True, explain=True)
+    posts = body["posts"]
+    assert all(stack.service.posts.get(p["post_id"]).is_video for p in posts)  # type: ignore[union-attr]
+    assert body["explain"]["filters"]["video_only"] >= 0
 
 
 def _scroll(stack: Stack, viewer_id: int, pages: int = 20) -> list[int]:

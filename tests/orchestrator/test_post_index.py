@@ -40,12 +40,12 @@ def _index() -> PostIndex:
     return PostIndex(make_index("exact", dim=CONFIG.emb_dim), FakeTriton())  # type: ignore[arg-type]
 
 
-def test_only_originals_inside_the_window_are_indexable() -> None:
+def test_originals_and_replies_inside_the_window_are_embedded() -> None:
     index = _index()
     assert index.indexable(_post(1, 0), NOW)
     assert index.indexable(_post(47.9, 1), NOW)
     assert not index.indexable(_post(48.1, 2), NOW)
-    assert not index.indexable(_post(1, 3, REPLY), NOW)
+    assert index.indexable(_post(1, 3, REPLY), NOW)  # embedded for DPP, not searchable
     assert not index.indexable(_post(1, 4, REPOST), NOW)
     assert not index.indexable(_post(-1, 5), NOW)  # from the future
 
@@ -53,7 +53,7 @@ def test_only_originals_inside_the_window_are_indexable() -> None:
 def test_added_posts_are_found_and_removed_ones_are_not() -> None:
     index = _index()
     posts = [_post(1, i) for i in range(10)] + [_post(1, 10, REPLY)]
-    assert asyncio.run(index.add(posts)) == 10  # the reply is left out
+    assert asyncio.run(index.add(posts)) == 10  # the reply is not searchable
     assert len(index) == 10
     hasher = FakeTriton.served.hasher
     target = posts[3]
@@ -73,3 +73,19 @@ def test_expire_drops_posts_past_the_window() -> None:
     assert index.expire(NOW) == 0
     assert index.expire(NOW + 20 * HOUR) == 1  # `old` is now 50 h old
     assert index.index.ids().tolist() == [fresh.post_id]
+
+
+def test_embeddings_of_originals_and_replies_for_dpp() -> None:
+    index = _index()
+    original, reply, never = _post(1, 0), _post(1, 1, REPLY), _post(1, 2)
+    asyncio.run(index.add([original, reply]))
+    vectors, found = index.embeddings(np.array([reply.post_id, never.post_id, original.post_id]))
+    assert found.tolist() == [True, False, True]
+    assert vectors[0].sum() == 1.0 and vectors[1].sum() == 0.0 and vectors[2].sum() == 1.0
+    ids, _ = index.search(vectors[0], 10)
+    assert reply.post_id not in ids.tolist()
+    index.remove([reply.post_id])
+    assert not index.embeddings(np.array([reply.post_id]))[1][0]
+    asyncio.run(index.add([reply]))
+    assert index.expire(NOW + 48 * HOUR) == 1  # counts the searchable posts
+    assert not index.embeddings(np.array([reply.post_id]))[1].any()

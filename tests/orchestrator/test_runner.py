@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.metrics import Metrics
-from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidate, FeedQuery
+from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidates, FeedQuery
 from orchestrator.pipeline.filters import default_filters
 from orchestrator.pipeline.hydrator import PostHydrator
 from orchestrator.pipeline.runner import FeedPipeline
@@ -30,14 +30,16 @@ def _post(minutes_ago: int, author: int, seq: int = 0) -> Post:
 
 
 class FakeSource:
-    def __init__(self, name: str, candidates: list[Candidate] | Exception) -> None:
-        self.name = name
-        self._candidates = candidates
+    """Gives these post ids (in-network for Thunder), or raises."""
 
-    async def fetch(self, query: FeedQuery) -> list[Candidate]:
-        if isinstance(self._candidates, Exception):
-            raise self._candidates
-        return [Candidate(c.post_id, c.source, c.in_network, post=c.post) for c in self._candidates]
+    def __init__(self, name: str, post_ids: list[int] | Exception) -> None:
+        self.name = name
+        self._post_ids = post_ids
+
+    async def fetch(self, query: FeedQuery) -> Candidates:
+        if isinstance(self._post_ids, Exception):
+            raise self._post_ids
+        return Candidates.of(self.name, self._post_ids, in_network=self.name == THUNDER)
 
 
 class FakeScorer:
@@ -50,14 +52,13 @@ class FakeScorer:
         self.fail = fail
         self.calls = 0
 
-    async def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+    async def score(self, query: FeedQuery, candidates: Candidates) -> None:
         self.calls += 1
         if self.fail:
             raise TritonUnavailable("phoenix_ranker: StatusCode.UNAVAILABLE")
-        for c in candidates:
-            p = np.zeros(NUM_ACTIONS, np.float32)
-            p[Action.FAVORITE] = self.favorite[c.post_id]
-            c.predictions = p
+        p = np.zeros((len(candidates), NUM_ACTIONS), np.float32)
+        p[:, Action.FAVORITE] = [self.favorite[i] for i in candidates.post_id.tolist()]
+        candidates.predictions = p
 
 
 def _setup(scorer: FakeScorer, retrieval_error: Exception | None = None):  # type: ignore[no-untyped-def]
@@ -68,8 +69,8 @@ def _setup(scorer: FakeScorer, retrieval_error: Exception | None = None):  # typ
     viewers.follow(VIEWER, FRIEND)
     friend_old, friend_new, stranger = _post(30, FRIEND), _post(5, FRIEND, 1), _post(10, STRANGER)
     posts = InMemoryPostStore([friend_old, friend_new, stranger])
-    thunder = [Candidate(p.post_id, THUNDER, True, post=p) for p in (friend_new, friend_old)]
-    retrieval = retrieval_error or [Candidate(stranger.post_id, RETRIEVAL, False)]
+    thunder = [friend_new.post_id, friend_old.post_id]
+    retrieval = retrieval_error or [stranger.post_id]
     pipeline = FeedPipeline(
         sources=(FakeSource(RETRIEVAL, retrieval), FakeSource(THUNDER, thunder)),
         hydrator=PostHydrator(posts, viewers),
@@ -84,14 +85,7 @@ def _setup(scorer: FakeScorer, retrieval_error: Exception | None = None):  # typ
 
 def test_ranked_feed_from_both_sources_in_score_order() -> None:
     scorer = FakeScorer({})
-    pipeline, query, (old, new, stranger) = _setup(
-        scorer,
-        [Candidate(0, RETRIEVAL, False)],  # placeholder replaced below
-    )
-    pipeline.sources = (
-        FakeSource(RETRIEVAL, [Candidate(stranger.post_id, RETRIEVAL, False)]),
-        pipeline.sources[1],
-    )
+    pipeline, query, (old, new, stranger) = _setup(scorer)
     scorer.favorite = {old.post_id: 0.9, new.post_id: 0.1, stranger.post_id: 0.5}
     result = asyncio.run(pipeline.run(query))
     assert not result.degraded
@@ -123,3 +117,30 @@ def test_a_bug_in_a_source_is_not_hidden_as_degraded() -> None:
     pipeline, query, _ = _setup(FakeScorer({}), RuntimeError("bug"))
     with pytest.raises(RuntimeError, match="bug"):
         asyncio.run(pipeline.run(query))
+
+
+def test_the_page_carries_predictions_and_explanations_of_its_own_posts() -> None:
+    scorer = FakeScorer({})
+    pipeline, query, (old, new, stranger) = _setup(scorer)
+    scorer.favorite = {old.post_id: 0.9, new.post_id: 0.1, stranger.post_id: 0.5}
+    explained = FeedQuery(viewer=query.viewer, now_ms=NOW, explain=True)
+    result = asyncio.run(pipeline.run(explained))
+    by_id = {c.post_id: c for c in result.posts}
+    for post_id, favorite in scorer.favorite.items():
+        assert by_id[post_id].predictions[Action.FAVORITE] == pytest.approx(favorite)  # type: ignore[index]
+    assert result.explanations is not None and set(result.explanations) == set(by_id)
+    for c in result.posts:
+        assert result.explanations[c.post_id]["final"] == c.score
+    assert result.removed_ids is not None and result.removed_ids["duplicate"] == []
+
+
+def test_a_retrieved_post_of_a_followed_author_is_in_network() -> None:
+    scorer = FakeScorer({})
+    pipeline, query, (old, _, stranger) = _setup(scorer)
+    pipeline.sources = (FakeSource(RETRIEVAL, [old.post_id, stranger.post_id]),)
+    scorer.favorite = {old.post_id: 0.9, stranger.post_id: 0.5}
+    result = asyncio.run(pipeline.run(query))
+    assert [(c.post_id, c.in_network, c.source) for c in result.posts] == [
+        (old.post_id, True, RETRIEVAL),
+        (stranger.post_id, False, RETRIEVAL),
+    ]

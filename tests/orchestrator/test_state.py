@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator.state.posts import InMemoryPostStore, Post
@@ -14,7 +15,7 @@ from phoenix.actions import ACTIONS, NUM_ACTIONS, Action
 from phoenix.snowflake import snowflake_id
 from phoenix.world.generate import generate_world
 from phoenix.world.io import load_world
-from phoenix.world.schema import REPOST
+from phoenix.world.schema import REPLY, REPOST
 from phoenix.world.spec import WorldSpec
 
 NOW = 1_780_000_000_000
@@ -127,3 +128,88 @@ def test_world_state_matches_the_world_tables(world_dir: Path) -> None:
         assert history.post_ids.tolist() == expected
     post = state.posts.get(world.posts.column("post_id")[0].as_py())
     assert post is not None and post.author_id == world.posts.column("author_id")[0].as_py()
+
+
+def test_accounts_answer_for_a_whole_batch_and_follow_the_writes() -> None:
+    store = InMemoryViewerStore()
+    for user in (30, 10, 20):
+        store.add_user(user)
+    store.follow(10, 30)
+    store.follow(20, 30)
+    known, followers = store.accounts(np.array([30, 99, 10, 0, 30]))
+    assert known.tolist() == [True, False, True, False, True]
+    assert followers.tolist() == [2, 0, 0, 0, 2]
+    store.unfollow(10, 30)
+    store.follow(30, 5)  # 5 is no account yet: counted once it is one
+    store.add_user(5)
+    known, followers = store.accounts(np.array([30, 5]))
+    assert known.tolist() == [True, True] and followers.tolist() == [1, 1]
+
+
+def test_a_snapshot_is_reused_until_a_write_touches_its_viewer() -> None:
+    store = InMemoryViewerStore()
+    for user in (1, 2, 3):
+        store.add_user(user)
+    first = store.get(1)
+    assert store.get(1) is first
+    store.follow(2, 3)  # not about viewer 1
+    assert store.get(1) is first
+    writes = [
+        (lambda: store.follow(2, 1), lambda v: v.followers == {2}),
+        (lambda: store.block(3, 1), lambda v: v.blocked_by == {3}),
+        (lambda: store.mute(1, 2), lambda v: v.muted == {2}),
+        (lambda: store.add_muted_keyword(1, "x"), lambda v: v.muted_keywords == ("x",)),
+        (
+            lambda: store.record_engagement(1, Engagement(10, 2, _actions(Action.FAVORITE))),
+            lambda v: v.history.post_ids.tolist() == [10],
+        ),
+    ]
+    for write, shows in writes:
+        before = store.get(1)
+        write()
+        after = store.get(1)
+        assert after is not None and after is not before and shows(after)
+        assert not shows(before)
+
+
+def test_posts_are_read_as_columns_by_id() -> None:
+    root = Post(5, 10, conversation_id=5, text="Café culture")
+    reply = Post(9, 11, kind=REPLY, parent_id=5, conversation_id=5, is_video=True,
+                 video_duration_s=12.3456)  # fmt: skip
+    late = Post(7, 12, kind=REPOST, reposted_id=5, reposted_author_id=10)  # out of id order
+    store = InMemoryPostStore([root, reply], impressions={9: 4, 7: 2})
+    assert store.add(late)
+    store.add_impression(9)
+    cols = store.columns(np.array([9, 7, 5, 6, 0]))
+    assert cols.found.tolist() == [True, True, True, False, False]
+    assert cols.author_id.tolist() == [11, 12, 10, 0, 0]
+    assert cols.kind.tolist() == [REPLY, REPOST, 0, 0, 0]
+    assert cols.parent_id.tolist() == [5, 0, 0, 0, 0]
+    assert cols.reposted_id.tolist() == [0, 5, 0, 0, 0]
+    assert cols.thread_id.tolist() == [5, 7, 5, 0, 0]
+    assert cols.reposted_author_id.tolist() == [0, 10, 0, 0, 0]
+    assert cols.is_video.tolist() == [True, False, False, False, False]
+    assert cols.video_ms.tolist() == [12346, 0, 0, 0, 0]
+    assert cols.impressions.tolist() == [5, 2, 0, 0, 0]
+    assert store.impressions(9) == 5
+    assert store.token_lines(np.array([5, 6])).tolist() == [" cafe culture ", ""]
+    store.delete(5)
+    assert store.columns(np.array([5, 9])).found.tolist() == [False, True]
+    assert store.token_lines(np.array([5])).tolist() == [""]
+
+
+def test_a_recorded_engagement_goes_in_front_of_the_history_arrays() -> None:
+    store = InMemoryViewerStore(max_history=3)
+    store.add_user(1)
+    for post_id in (10, 11):
+        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.REPLY), 2))
+    assert store.get(1).history.post_ids.tolist() == [11, 10]  # type: ignore[union-attr]
+    for post_id in (12, 13):  # arrays already built: each engagement is prepended
+        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.SHARE), 1))
+    history = store.get(1).history  # type: ignore[union-attr]
+    rebuilt = History.of([Engagement(13, 113, _actions(Action.SHARE), 1),
+                          Engagement(12, 112, _actions(Action.SHARE), 1),
+                          Engagement(11, 111, _actions(Action.REPLY), 2)])  # fmt: skip
+    for got, want in zip(history.padded(3), rebuilt.padded(3), strict=True):
+        assert np.array_equal(got, want)
+    assert history.actions.dtype == np.bool_ and history.post_ids.dtype == np.int64

@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import Collection, Sequence
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -40,12 +41,17 @@ def reply(author: int, age_ms: float, parent: Post) -> Post:
     )
 
 
-def repost(author: int, age_ms: float, of: Post | int, *, is_video: bool = False) -> Post:
+def repost(
+    author: int, age_ms: float, of: Post | int, *, is_video: bool = False, of_author: int = 0
+) -> Post:
+    """A repost; it names the reposted author (`of_author`, else the reposted post's)."""
     target = of if isinstance(of, int) else of.post_id
+    source_user = of_author or (0 if isinstance(of, int) else of.author_id)
     post_id = pid(age_ms)
     return Post(
-        post_id, author, REPOST, reposted_id=target, conversation_id=post_id, is_video=is_video
-    )
+        post_id, author, REPOST, reposted_id=target, conversation_id=post_id, is_video=is_video,
+        reposted_author_id=source_user,
+    )  # fmt: skip
 
 
 def store(*posts: Post, **settings: object) -> Thunder:
@@ -71,7 +77,7 @@ def test_settings_are_x_defaults_frozen_and_validated() -> None:
     s = ThunderSettings()
     assert (s.retention_hours, s.max_followed, s.max_scanned_per_author) == (48, 10_000, 500)
     assert (s.max_originals_per_author, s.max_replies_per_author) == (50, 30)
-    assert (s.max_videos_per_author, s.max_results) == (100, 1_200)
+    assert (s.max_videos_per_author, s.max_results, s.max_video_results) == (100, 1_200, 600)
     assert s.retention_ms == 48 * HOUR
     with pytest.raises(ValidationError):
         ThunderSettings(max_followed=0)
@@ -154,6 +160,27 @@ def test_scan_limit_of_500_entries_counts_excluded_ones() -> None:
     assert look(thunder, [A], exclude=newest_500[:499]) == [posts[499].post_id]
 
 
+def test_scan_limit_counts_deleted_posts() -> None:
+    """X leaves a deleted post's entry in its author's list: it still uses up the scan."""
+    posts = [original(A, 60_000 * (i + 1)) for i in range(510)]  # newest first
+    thunder = store(*posts)
+    assert len(look(thunder, [A], max_results=1_000)) == 50
+    for p in posts[:499]:
+        thunder.delete(p.post_id)
+    assert look(thunder, [A]) == [posts[499].post_id]  # the 10 older are never reached
+    thunder.expire(NOW)  # still inside retention: the deleted entries stay
+    assert look(thunder, [A]) == [posts[499].post_id]
+
+
+def test_video_lookup_returns_at_most_600() -> None:
+    authors = range(300, 310)
+    videos = [original(a, 60_000 * (i + 1), is_video=True) for a in authors for i in range(70)]
+    thunder = store(*videos)
+    assert len(look(thunder, list(authors), video=True)) == 600
+    assert len(look(thunder, list(authors), video=True, max_results=650)) == 650
+    assert len(look(thunder, list(authors))) == 500  # 50 originals per author otherwise
+
+
 def test_scan_limit_counts_replies_that_fail_the_reply_rule() -> None:
     root = original(B, 20 * HOUR)
     wanted = [reply(A, 10 * HOUR + i, root) for i in range(5)]
@@ -213,8 +240,17 @@ def test_reposts_of_the_viewers_own_posts_are_skipped() -> None:
     thunder = store(mine, theirs, of_mine, of_theirs, of_unknown)
     assert look(thunder, [A]) == ids([of_theirs, of_unknown])
     assert look(thunder, [A], viewer=C) == ids([of_mine, of_unknown])
-    thunder.delete(mine.post_id)  # an unknown reposted post is not the viewer's
-    assert look(thunder, [A]) == ids([of_mine, of_theirs, of_unknown])
+    thunder.delete(mine.post_id)  # the repost still names the viewer as the source user
+    assert look(thunder, [A]) == ids([of_theirs, of_unknown])
+
+
+def test_repost_of_the_viewers_unstored_post_is_dropped_by_its_source_user() -> None:
+    """X's case: a repost of post 5000, never stored, whose source user is the viewer."""
+    of_unstored = repost(B, 1_000, 5_000, of_author=VIEWER)
+    of_other = repost(B, 2_000, 5_001, of_author=C)
+    thunder = store(of_unstored, of_other)
+    assert look(thunder, [B]) == [of_other.post_id]
+    assert look(thunder, [B], viewer=C) == [of_unstored.post_id]
 
 
 def test_video_list_holds_video_posts_and_video_reposts_never_replies() -> None:
@@ -348,6 +384,7 @@ def test_bad_writes_raise_input_error() -> None:
 
 
 def reference_lookup(
+    listed: Sequence[Post],
     held: dict[int, Post],
     settings: ThunderSettings,
     viewer: int,
@@ -361,8 +398,8 @@ def reference_lookup(
     followed = list(dict.fromkeys(following[: s.max_followed]))
     kept: list[Post] = []
     for author in followed:
-        mine = sorted(
-            (p for p in held.values() if p.author_id == author and p.created_ms <= now_ms),
+        mine = sorted(  # deleted posts stay on the lists: they count toward the scan
+            (p for p in listed if p.author_id == author and p.created_ms <= now_ms),
             key=lambda p: p.post_id,
             reverse=True,
         )
@@ -378,10 +415,11 @@ def reference_lookup(
             for p in entries[: s.max_scanned_per_author]:
                 if p.created_ms < now_ms - s.retention_ms or taken == cap:
                     break
-                if p.post_id in exclude:
+                if p.post_id in exclude or p.post_id not in held:
                     continue
                 target = held.get(p.reposted_id)
-                if p.is_repost and target is not None and target.author_id == viewer:
+                own = target is not None and target.author_id == viewer
+                if p.is_repost and (own or p.reposted_author_id == viewer):
                     continue
                 if p.is_reply and not video:
                     parent = held.get(p.parent_id)
@@ -460,7 +498,10 @@ def test_lookup_matches_a_literal_reading_of_the_spec(seed: int, limits: dict) -
         exclude = {p.post_id for p in rng.sample(posts, 30)}
         video = rng.random() < 0.3
         got = look(thunder, following, viewer=viewer, now_ms=now, exclude=exclude, video=video)
-        assert got == reference_lookup(held, settings, viewer, following, now, exclude, video)
+        want = reference_lookup(posts, held, settings, viewer, following, now, exclude, video)
+        assert got == want
+        ids = thunder.lookup_ids(viewer, following, now, exclude=exclude, video=video)
+        assert ids.dtype == np.int64 and ids.tolist() == want  # the pipeline's form
 
 
 @pytest.mark.parametrize("seed", [3, 4])

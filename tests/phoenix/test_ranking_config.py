@@ -67,6 +67,7 @@ DESIGN_WEIGHTS = {
     "quoted_click": 0.05,
     "quoted_vqv": 0.0,
     "follow_author": 4.0,
+    "post_unexplored": 0.02,
     "dwell_time": 0.004,
     "not_interested": -43.2,
     "block_author": -31.2,
@@ -103,24 +104,29 @@ def test_dwell_time_head_constants() -> None:
 def test_default_weights_are_august_2026() -> None:
     weights = RankingConfig().weights
     assert weights == DESIGN_WEIGHTS
-    assert set(weights) == {*DESIGN_ACTIONS, "dwell_time"}
+    assert set(weights) == {*DESIGN_ACTIONS, "post_unexplored", "dwell_time"}
 
 
 def test_weight_sums() -> None:
     config = RankingConfig()
-    pos = math.fsum(w for w in DESIGN_WEIGHTS.values() if w > 0)
+    # X's squash denominator: dwell_time (a weight per second) is not among the positive weights
+    pos = math.fsum(w for k, w in DESIGN_WEIGHTS.items() if w > 0 and k != "dwell_time")
     neg = -math.fsum(w for w in DESIGN_WEIGHTS.values() if w < 0)
     assert config.positive_weight_sum == pytest.approx(pos, rel=1e-12)
+    assert config.positive_weight_sum == pytest.approx(43.32, rel=1e-12)
     assert config.negative_weight_sum == pytest.approx(neg, rel=1e-12)
     assert config.negative_weight_sum == pytest.approx(367.22, rel=1e-12)
 
 
 def test_other_factors_match_design() -> None:
     c = RankingConfig()
-    assert c.reply_follow_back_bonus == 15.0
-    assert c.vqv_min_video_s == 10.0
+    assert c.mutual_follow_reply_bonus == 15.0
+    assert (c.vqv_min_video_ms, c.vqv_max_viewer_followers) == (10_000, 10_000)
+    assert c.post_unexplored_in_network_only
     assert c.score_offset == 0.001 and c.negative_score_scale == 0.001
     assert c.new_author_max_followers == 1000 and c.new_author_target_rank == 16
+    assert (c.new_author_max_impressions, c.new_author_max_rank_ratio) == (1000, 0.85)
+    assert (c.dpp_enabled, c.dpp_theta, c.dpp_pool, c.dpp_max_selected) == (True, 0.65, 150, 50)
     assert c.diversity_floor == 0.25 and c.diversity_decay == 0.5
     assert c.out_of_network_factor == 0.75
     assert (c.max_selected, c.max_returned) == (50, 35)
