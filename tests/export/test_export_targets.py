@@ -274,7 +274,7 @@ def test_pytorch_for_a_gpu_host_exports_here_without_the_check(
 
 
 class PerturbedRunner(TorchRunner):
-    """The serving runner with its last output (dwell_time for the ranker) shifted by 0.5."""
+    """The serving runner with its last output (continuous for the ranker) shifted by 0.5."""
 
     def __call__(self, feeds: Any) -> list[np.ndarray]:
         outputs = super().__call__(feeds)
@@ -290,7 +290,7 @@ def test_pytorch_parity_failure_publishes_nothing(
     with pytest.raises(ExportError) as info:
         export_repository(checkpoint_dir, repository, settings)
     message = str(info.value)
-    assert message.startswith(f"{RANKER}: PyTorch fp32 on cpu differs from PyTorch on dwell_time")
+    assert message.startswith(f"{RANKER}: PyTorch fp32 on cpu differs from PyTorch on continuous")
     assert "by 0.5" in message
     assert list(repository.iterdir()) == []
     assert leftovers(tmp_path) == []

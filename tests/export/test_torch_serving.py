@@ -149,7 +149,7 @@ def test_copy_padded_writes_the_corner_and_zeroes_the_rest() -> None:
 
 def test_unpad_slices_the_batch_and_candidate_axes_only() -> None:
     out = torch.randn(4, 16, 3)
-    got = unpad(out, TensorSpec("action_probs", "float32", (-1, 3)), batch=3, candidates=7)
+    got = unpad(out, TensorSpec("action_log_probs", "float32", (-1, 3)), batch=3, candidates=7)
     assert got.shape == (3, 7, 3)
     assert torch.equal(got, out[:3, :7])
     # A fixed axis is kept whole, whatever `candidates` says (a tower's embedding).
@@ -170,18 +170,15 @@ def test_shape_of_reads_batch_and_candidates() -> None:
 def test_empty_inputs_are_zeros_of_the_bucket_shape() -> None:
     inputs, _ = model_io(RANKER, CONFIG)
     tensors = empty_inputs(inputs, 4, 16, torch.device("cpu"))
-    s, a = CONFIG.history_len, CONFIG.num_actions
-    assert [tuple(t.shape) for t in tensors] == [
-        (4, 2),
-        (4, s, 2),
-        (4, s, 2),
-        (4, s, a),
-        (4, s),
-        (4, 16, 2),
-        (4, 16, 2),
-        (4, 16),
-    ]
-    assert [t.dtype for t in tensors] == [torch.int64] * 3 + [torch.float32] + [torch.int64] * 4
+    # Each tensor has its spec's shape with the batch and candidate axes filled in, and its dtype.
+    want_shapes = [(4, *(16 if d == -1 else d for d in spec.shape)) for spec in inputs]
+    assert [tuple(t.shape) for t in tensors] == want_shapes
+    by_name = dict(zip([spec.name for spec in inputs], tensors, strict=True))
+    assert by_name["history_actions"].shape == (4, CONFIG.history_len, CONFIG.num_action_columns)
+    assert by_name["candidate_sids"].shape == (4, 16, CONFIG.sid_levels)
+    want_dtypes = [torch.float32 if spec.dtype == "float32" else torch.int64 for spec in inputs]
+    assert [t.dtype for t in tensors] == want_dtypes
+    assert by_name["user_float"].dtype == torch.float32
     assert not any(t.any() for t in tensors)
 
 
@@ -417,7 +414,7 @@ def test_calls_beyond_every_bucket_run_eagerly(checkpoint: Checkpoint) -> None:
         feeds = make_feeds(RANKER, batch, candidates, seed=batch)
         got = runner(feeds)
         assert_close(got, reference(checkpoint, RANKER, feeds), EXACT)
-        assert got[0].shape == (batch, candidates, CONFIG.num_actions)
+        assert got[0].shape == (batch, candidates, CONFIG.num_action_columns)
     assert runner._slots == {}  # no bucket holds them: nothing prepared
     runner(make_feeds(RANKER, 2, 5))
     assert list(runner._slots) == [(2, 8)]
@@ -530,11 +527,12 @@ def test_building_a_bf16_runner_leaves_the_checkpoint_alone(checkpoint: Checkpoi
 def test_run_returns_outputs_in_the_order_asked(checkpoint: Checkpoint) -> None:
     runner = make_runner(checkpoint, RANKER)
     feeds = make_feeds(RANKER, 2, 5)
-    probs, dwell = runner(feeds)
-    got = runner.run(["dwell_time", "action_probs"], feeds)
-    assert np.array_equal(got[0], dwell) and np.array_equal(got[1], probs)
-    assert got[0].shape == (2, 5) and got[1].shape == (2, 5, CONFIG.num_actions)
-    (only,) = runner.run(["action_probs"], feeds)
+    probs, cont = runner(feeds)
+    got = runner.run(["continuous", "action_log_probs"], feeds)
+    assert np.array_equal(got[0], cont) and np.array_equal(got[1], probs)
+    assert got[0].shape == (2, 5, CONFIG.num_continuous)
+    assert got[1].shape == (2, 5, CONFIG.num_action_columns)
+    (only,) = runner.run(["action_log_probs"], feeds)
     assert np.array_equal(only, probs)
 
 
@@ -552,7 +550,7 @@ def test_a_missing_input_is_named(checkpoint: Checkpoint, cuda_graphs: bool) -> 
     with pytest.raises(InputError, match="candidate_surface: missing input"):
         runner(feeds)
     with pytest.raises(InputError, match="candidate_surface"):
-        runner.run(["action_probs"], feeds)
+        runner.run(["action_log_probs"], feeds)
 
 
 @pytest.mark.parametrize("cuda_graphs", [False, True])

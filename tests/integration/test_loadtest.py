@@ -90,9 +90,9 @@ def test_the_triton_user_gets_pytorchs_probabilities(deployed: Deployed, stack: 
         client.close()
     model = wrap(RANKER, deployed.checkpoint).eval()
     with torch.no_grad():
-        probs, dwell = model(*(torch.from_numpy(a) for a in arrays.values()))
-    np.testing.assert_allclose(served["action_probs"], probs.numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(served["dwell_time"], dwell.numpy(), rtol=0, atol=1e-3)
+        log_probs, continuous = model(*(torch.from_numpy(a) for a in arrays.values()))
+    np.testing.assert_allclose(served["action_log_probs"], log_probs.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(served["continuous"], continuous.numpy(), rtol=0, atol=1e-3)
 
 
 def test_a_short_triton_run_with_a_step_shape(stack: LocalStack, tmp_path: Path) -> None:

@@ -151,12 +151,12 @@ def test_concurrent_requests_are_batched(served: Served) -> None:
 
     def one(_: int) -> np.ndarray:
         own = served.client("grpc")  # one channel per thread, like real callers
-        return _infer(own, "grpc", RANKER, arrays, ["action_probs"])["action_probs"]
+        return _infer(own, "grpc", RANKER, arrays, ["action_log_probs"])["action_log_probs"]
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(one, range(32)))
     for got in results:
-        np.testing.assert_allclose(got, want["action_probs"], rtol=0, atol=served.tolerance)
+        np.testing.assert_allclose(got, want["action_log_probs"], rtol=0, atol=served.tolerance)
     requests_after, executions_after = counts()
     requests, executions = requests_after - requests_before, executions_after - executions_before
     assert requests == 32
@@ -215,13 +215,13 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(
     invalid_argument = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}[protocol]
     for case, arrays, expect in _malformed():
         with pytest.raises(InferenceServerException) as info:
-            _infer(client, protocol, RANKER, arrays, ["action_probs"])
+            _infer(client, protocol, RANKER, arrays, ["action_log_probs"])
         assert expect in str(info.value), f"{case}: {info.value}"
         # The model's own checks answer as Triton's do: the client's mistake, not INTERNAL.
         assert info.value.status() == invalid_argument, f"{case}: {info.value.status()}"
     assert client.is_server_live() and client.is_model_ready(RANKER)
     arrays = _request(RANKER, batch=1, candidates=4, seed=12)
-    got = _infer(client, protocol, RANKER, arrays, ["action_probs"])["action_probs"]
+    got = _infer(client, protocol, RANKER, arrays, ["action_log_probs"])["action_log_probs"]
     want = _expected(served.checkpoint, RANKER, arrays)["action_probs"]
     np.testing.assert_allclose(got, want, rtol=0, atol=served.tolerance)
 

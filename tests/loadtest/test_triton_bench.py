@@ -453,7 +453,7 @@ class ConcurrencyProbe:
         time.sleep(self.delay_s)
         with self._count:
             self.inside -= 1
-        assert output_names[0] == "action_probs"
+        assert output_names[0] == "action_log_probs"
         return [feeds["x"], feeds["x"]]
 
 

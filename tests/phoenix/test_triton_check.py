@@ -18,7 +18,7 @@ IO = {
         {"name": "history_surface", "dtype": "int64", "shape": [5], "below": 4},
         {"name": "candidate_post_hash", "dtype": "int64", "shape": [-1, 2], "rows": [100, 120]},
     ],
-    "outputs": [{"name": "action_probs", "dtype": "float32", "shape": [-1, 3]}],
+    "outputs": [{"name": "action_log_probs", "dtype": "float32", "shape": [-1, 3]}],
     "max_candidates": 1024,
 }
 
