@@ -54,7 +54,7 @@ def test_shape_ranges_cover_every_input_consistently(name: str) -> None:
 def test_ranker_ranges_spelled_out() -> None:
     inputs, _ = model_io(RANKER, CONFIG)
     ranges = shape_ranges(inputs, LIMITS)
-    s, a = CONFIG.history_len, CONFIG.num_actions
+    s, a = CONFIG.history_len, CONFIG.num_action_columns
     assert ranges["history_actions"] == ShapeRange((1, s, a), (4, s, a), (16, s, a))
     assert ranges["candidate_post_hash"] == ShapeRange((1, 1, 2), (4, 32, 2), (16, 64, 2))
     assert ranges["candidate_surface"] == ShapeRange((1, 1), (4, 32), (16, 64))
@@ -67,6 +67,7 @@ def test_tower_ranges_have_no_candidate_dimension() -> None:
     assert ranges == {
         "post_hash": ShapeRange((1, 2), (4, 2), (16, 2)),
         "author_hash": ShapeRange((1, 2), (4, 2), (16, 2)),
+        "sids": ShapeRange((1, 6), (4, 6), (16, 6)),
     }
 
 
@@ -158,6 +159,7 @@ def test_unknown_precision_is_refused_before_tensorrt(tmp_path: Path) -> None:
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.UINT64: "uint64",  # the exporter's unsigned view for bit shifts
     onnx.TensorProto.BOOL: "bool",
 }
 
