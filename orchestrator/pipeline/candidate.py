@@ -43,11 +43,11 @@ class FeedQuery:
     explain: bool = False  # keep every stage's numbers for the response
 
 
-def _ints(n: int, value: int = 0) -> I64:
-    return np.full(n, value, np.int64)
+def _ints(n: int) -> I64:
+    return np.zeros(n, np.int64)
 
 
-@dataclass
+@dataclass(eq=False)  # arrays: compare fields with NumPy, not `==` on the batch
 class Candidates:
     """Posts on their way to the feed, one array entry per candidate.
 
