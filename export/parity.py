@@ -89,6 +89,10 @@ def check_parity(
             for spec, want, have in zip(outputs, expected, got, strict=True):
                 want = want.float().numpy()
                 have = np.asarray(have, dtype=np.float32)
+                if spec.name.endswith("log_probs"):
+                    # Compared as probabilities: a log-probability's magnitude (-11 for a rare
+                    # action) would otherwise widen the bound where nothing is at stake.
+                    want, have = np.exp(want), np.exp(have)
                 if have.shape != want.shape:
                     raise ExportError(
                         f"{kind}: {runtime} gave {spec.name} the shape {list(have.shape)}, "

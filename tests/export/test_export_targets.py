@@ -41,7 +41,7 @@ from export.repository.model_config import parse_pbtxt
 from export.tensorrt.builder import EngineMetadata
 from export.torch_serving.runner import TorchRunner
 from phoenix.cli import main
-from phoenix.config import get_config
+from phoenix.config import ModelConfig, get_config
 from phoenix.errors import ConfigError, ExportError
 from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
 
@@ -136,7 +136,7 @@ def test_pytorch_config_pbtxt_is_a_python_backend_with_the_runtime_parameters(
             "precision": "fp32",
             "device": "auto",
             MAX_CANDIDATES_PARAMETER: str(MAX_CANDIDATES),
-            MODEL_CONFIG_PARAMETER: CONFIG.model_dump_json(),
+            MODEL_CONFIG_PARAMETER: _served_config(name).model_dump_json(),
         }
         inputs, outputs = model_io(name, CONFIG)
         assert [t.name for t in config.input] == [spec.name for spec in inputs]
@@ -516,5 +516,10 @@ def test_cli_exports_the_pytorch_target(
             "device": "cpu",
             "cuda_graphs": "true",
             MAX_CANDIDATES_PARAMETER: "64",
-            MODEL_CONFIG_PARAMETER: CONFIG.model_dump_json(),
+            MODEL_CONFIG_PARAMETER: _served_config(name).model_dump_json(),
         }
+
+
+def _served_config(name: str) -> ModelConfig:
+    """The ranker serves its own config; the towers theirs (X's two-tower choices)."""
+    return CONFIG if name == RANKER else CONFIG.retrieval_config()
