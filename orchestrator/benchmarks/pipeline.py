@@ -69,6 +69,12 @@ class FakeTriton:
     async def connect(self) -> Any:
         return self._served
 
+    async def newest_set(self) -> Any:
+        return self._served
+
+    def pinned(self, served: Any) -> FakeTriton:
+        return self  # one model set, always
+
     async def is_ready(self) -> bool:
         return True
 
