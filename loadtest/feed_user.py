@@ -64,11 +64,13 @@ class FeedUser(HttpUser):
     @task(_WRITE_WEIGHT)
     def engage(self) -> None:
         action = self.rng.choice(_ENGAGEMENTS)
-        body = {
+        body: dict[str, object] = {
             "viewer_id": self._viewer(),
             "post_id": self.rng.choice(_MIX.posts),  # type: ignore[union-attr]
             "actions": [action],
         }
+        if action == "dwell":  # the history's dwell input: seconds on the post
+            body["dwell_time_s"] = round(self.rng.uniform(2.0, 30.0), 1)
         with self.client.post("/v1/engagements", json=body, catch_response=True) as response:
             if response.status_code != 201:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")

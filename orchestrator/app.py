@@ -168,7 +168,13 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
         """Append an engagement to the viewer's history (the ranker reads it next request)."""
         caller.act_as("viewer_id", body.viewer_id)
         wanted = set(body.actions)
-        service.engage(body.viewer_id, body.post_id, tuple(a in wanted for a in ACTIONS))
+        service.engage(
+            body.viewer_id,
+            body.post_id,
+            tuple(a in wanted for a in ACTIONS),
+            dwell_s=body.dwell_time_s,
+            surface=body.surface,
+        )
         return Changed(changed=True)
 
     for relation in ("follow", "block", "mute"):

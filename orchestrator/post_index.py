@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from orchestrator.retrieval import VectorIndex
 from orchestrator.retrieval.dense import DenseStore
-from orchestrator.state.posts import Post
+from orchestrator.state.posts import Post, semantic_ids
 from orchestrator.triton_client import PhoenixTriton
+from phoenix.features import pack_posts
+from phoenix.serving import CANDIDATE_TOWER
 from phoenix.snowflake import created_ms
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class PostIndex:
         """Embed the originals and replies among `posts` (callers pass posts inside retention);
         originals go into the index, replies into the side table. Returns how many originals."""
         embedded = [p for p in posts if not p.is_repost]
-        hasher = self._triton.served.hasher
+        hasher = self._triton.served.hasher_of(CANDIDATE_TOWER)
         bar = tqdm(total=len(embedded), desc="index", unit="post", disable=not progress or None)
         with bar:
             for start in range(0, len(embedded), chunk):
@@ -57,7 +59,9 @@ class PostIndex:
                 ids = np.fromiter((p.post_id for p in part), np.int64, len(part))
                 authors = np.fromiter((p.author_id for p in part), np.int64, len(part))
                 original = np.fromiter((p.is_original for p in part), np.bool_, len(part))
-                vectors = await self._triton.embed_posts(hasher.posts(ids), hasher.authors(authors))
+                vectors = await self._triton.embed_posts(
+                    pack_posts(hasher, ids, authors, semantic_ids(part))
+                )
                 vectors = np.ascontiguousarray(vectors, dtype=np.float32)
                 with self._lock:
                     self.index.add(ids[original], vectors[original])

@@ -113,6 +113,16 @@ class EngagementRequest(_Strict):
     viewer_id: int = PositiveId
     post_id: int = PositiveId
     actions: list[str] = Field(min_length=1, max_length=len(ACTIONS), description="action names")
+    dwell_time_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds the viewer dwelled on the post (the ranker's history reads it).",
+    )
+    surface: int = Field(
+        default=0, ge=0, le=15, description="Product surface the post was served on (0 = For You)."
+    )
 
     @field_validator("actions")
     @classmethod

@@ -20,10 +20,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline.budget import ScoringBudget
 from orchestrator.pipeline.candidate import FeedQuery
+from orchestrator.pipeline.features import ModelFeatures
 from orchestrator.pipeline.filters import Filter, default_filters
 from orchestrator.pipeline.hydrator import PostHydrator
 from orchestrator.pipeline.runner import FeedPipeline, FeedResult
@@ -33,12 +36,13 @@ from orchestrator.post_index import PostIndex
 from orchestrator.retrieval import make_index
 from orchestrator.retrieval.threads import search_executor
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state.posts import Post
+from orchestrator.state.posts import NUM_COUNTS, QUOTES, REPLIES, REPOSTS, Post, engagement_counts
 from orchestrator.state.viewers import Engagement
 from orchestrator.state.world_state import load_world_state
 from orchestrator.thunder import Thunder
 from orchestrator.triton_client import PhoenixTriton, ServedModels, recorded_calls
 from phoenix.errors import Conflict, NotFound, TritonUnavailable
+from phoenix.serving import CANDIDATE_TOWER
 from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
 from phoenix.world.io import load_world
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
@@ -108,10 +112,11 @@ class FeedService:
             None if budget is None else min(2 * budget, settings.thunder.max_results),
         )
         self._hydrator = PostHydrator(self.posts, self.viewers)
+        self._features = ModelFeatures(self.posts)
         # Until Triton first answers: Thunder's candidates, in recency order (the scorer fails).
         self._thunder_only = FeedPipeline(
             (self._thunder_source,), self._hydrator, self._filters(),
-            PhoenixScorer(self.triton), settings.ranking, self.metrics,
+            PhoenixScorer(self.triton, self._features), settings.ranking, self.metrics,
         )  # fmt: skip
 
     # ---------------------------------------------------------------- lifecycle
@@ -175,7 +180,9 @@ class FeedService:
     async def _new_index(self, models: PhoenixTriton, now: int) -> PostIndex:
         """Every indexable post embedded by the candidate tower of `models`."""
         index = PostIndex(
-            make_index(self.settings.ann_backend, dim=models.served.config.emb_dim),
+            make_index(
+                self.settings.ann_backend, dim=models.served.config_of(CANDIDATE_TOWER).emb_dim
+            ),
             models,
             retention_hours=self.settings.retention_hours,
         )
@@ -195,12 +202,15 @@ class FeedService:
         self._served = models.served
         self._pipeline = FeedPipeline(
             sources=(
-                RetrievalSource(models, index, self.settings.retrieval_k, self._search_executor),
+                RetrievalSource(
+                    models, index, self._features, self.settings.retrieval_k,
+                    self._search_executor,
+                ),
                 self._thunder_source,
             ),
             hydrator=self._hydrator,
             filters=self._filters(),
-            scorer=PhoenixScorer(models),
+            scorer=PhoenixScorer(models, self._features),
             ranking=self.settings.ranking,
             metrics=self.metrics,
             embeddings=index.embeddings,
@@ -339,6 +349,15 @@ class FeedService:
             quoted_id=new.quoted_id,
         )
         self.posts.add(post)
+        for target, column in (
+            (post.parent_id, REPLIES),
+            (post.reposted_id, REPOSTS),
+            (post.quoted_id, QUOTES),
+        ):
+            if target:  # the post it answers, reposts or quotes gains one
+                delta = np.zeros(NUM_COUNTS, np.int64)
+                delta[column] = 1
+                self.posts.add_counts(target, delta)
         self.thunder.ingest(post)
         if self._switch_journal is not None and not post.is_repost:
             self._switch_journal[0].append(post)
@@ -363,18 +382,29 @@ class FeedService:
             raise NotFound("post_id", post_id)
         return post
 
-    def engage(self, viewer_id: int, post_id: int, actions: tuple[bool, ...]) -> Engagement:
+    def engage(
+        self,
+        viewer_id: int,
+        post_id: int,
+        actions: tuple[bool, ...],
+        *,
+        dwell_s: float = 0.0,
+        surface: int = 0,
+    ) -> Engagement:
+        """Record an impression with the viewer's actions: the viewer's newest history entry
+        (served now) and one more view, plus one per counted action, on the post's counts."""
         self._require_user("viewer_id", viewer_id)
         post = self._require_post("post_id", post_id)
         engagement = Engagement(
             post_id=post_id,
             author_id=post.author_id,
             actions=actions,
-            surface=0,
+            surface=surface,
             served_ms=self.clock.now_ms(),
+            dwell_s=dwell_s,
         )
         self.viewers.record_engagement(viewer_id, engagement)
-        self.posts.add_impression(post_id)
+        self.posts.add_counts(post_id, engagement_counts(actions))
         return engagement
 
     def relate(self, relation: str, viewer_id: int, target_id: int, *, undo: bool = False) -> bool:

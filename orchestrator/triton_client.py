@@ -1,8 +1,12 @@
 """The orchestrator's calls to Triton over gRPC: user embeddings, post embeddings and ranking.
 
-What the served models expect (the model config behind the id hashing and history length, the
+What the served models expect (each model's config behind its id hashing and history length, the
 candidate limit, the batch limits) is read from Triton itself (`connect`), from the parameters the
-exporter writes into config.pbtxt, so features always match the served version.
+exporter writes into each config.pbtxt, so features always match the served version. The towers
+have their own config (X's two-tower geometry), so each model's inputs are hashed with its own.
+
+The ranker answers X's serving outputs: `action_log_probs` [C, 64] (log sigmoid, column i = X's
+ActionName i) and `continuous` [C, 8] (column 1 = dwell seconds); `rank` returns probabilities.
 
 The three models of one export share a version number (export.repository.build). `connect` and
 `newest_set` pick the newest version all three have ready, and `pinned` gives a client bound to
@@ -26,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import logging
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +66,8 @@ log = logging.getLogger(__name__)
 #: Candidate counts a ranker request is padded up to (those above the model's limit are dropped).
 DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
+#: The ranker's outputs, X's: log sigmoid per action column, and the continuous outputs.
+RANKER_OUTPUTS = ("action_log_probs", "continuous")
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
 #: gRPC statuses that mean Triton read the request and refused it (everything else: unavailable).
 _REFUSED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
@@ -86,16 +93,30 @@ def recorded_calls() -> Iterator[set[tuple[str, str]]]:
 @dataclass(frozen=True)
 class ServedModels:
     """What the served models expect, as read from their config.pbtxt, and the version of the
-    set ("": whatever Triton serves as latest)."""
+    set ("": whatever Triton serves as latest). `config` is the ranker's; `configs` holds each
+    model's own (a model missing there is served with the ranker's)."""
 
     config: ModelConfig
     max_candidates: int
     max_batch: dict[str, int]
     version: str = ""
+    configs: dict[str, ModelConfig] = field(default_factory=dict)
+
+    def config_of(self, model: str) -> ModelConfig:
+        return self.configs.get(model, self.config)
+
+    @functools.cached_property
+    def _hashers(self) -> dict[str, IdHasher]:
+        return {name: IdHasher(self.config_of(name)) for name in MODEL_NAMES}
+
+    def hasher_of(self, model: str) -> IdHasher:
+        """The id hasher of `model`'s inputs (built once per model set)."""
+        return self._hashers[model]
 
     @property
     def hasher(self) -> IdHasher:
-        return IdHasher(self.config)
+        """The ranker's."""
+        return self.hasher_of(RANKER)
 
 
 class PhoenixTriton:
@@ -209,22 +230,27 @@ class PhoenixTriton:
             except InferenceServerException as exc:
                 raise TritonUnavailable(f"{name}: {_reason(exc)} (Triton at {self.url})") from exc
             configs[name] = response["config"]
-        params = configs[RANKER].get("parameters", {})
-        try:
-            config = ModelConfig.from_dict(
-                json.loads(params[MODEL_CONFIG_PARAMETER]["string_value"])
-            )
-            max_candidates = int(params[MAX_CANDIDATES_PARAMETER]["string_value"])
-        except (KeyError, ValueError) as exc:
-            raise TritonUnavailable(
-                f"{RANKER} at {self.url} has no usable {MODEL_CONFIG_PARAMETER!r} and "
-                f"{MAX_CANDIDATES_PARAMETER!r} parameters ({exc}); re-export it with phoenix export"
-            ) from exc
+        model_configs = {}
+        for name in MODEL_NAMES:
+            params = configs[name].get("parameters", {})
+            try:
+                model_configs[name] = ModelConfig.from_dict(
+                    json.loads(params[MODEL_CONFIG_PARAMETER]["string_value"])
+                )
+                if name == RANKER:
+                    max_candidates = int(params[MAX_CANDIDATES_PARAMETER]["string_value"])
+            except (KeyError, ValueError) as exc:
+                raise TritonUnavailable(
+                    f"{name} at {self.url} has no usable {MODEL_CONFIG_PARAMETER!r}"
+                    + (f" or {MAX_CANDIDATES_PARAMETER!r}" if name == RANKER else "")
+                    + f" parameter ({exc}); re-export it with phoenix export"
+                ) from exc
         return ServedModels(
-            config=config,
+            config=model_configs[RANKER],
             max_candidates=max_candidates,
             max_batch={name: int(c.get("max_batch_size", 1)) for name, c in configs.items()},
             version=version,
+            configs=model_configs,
         )
 
     async def is_ready(self) -> bool:
@@ -243,33 +269,36 @@ class PhoenixTriton:
     # ---------------------------------------------------------------- models
 
     async def embed_users(self, history: Arrays) -> npt.NDArray[np.float32]:
-        """User embeddings [B, D] for packed history features of B viewers."""
+        """User embeddings [B, D] for the packed `history_*` inputs of B viewers (hashed with
+        the user tower's config)."""
         (embedding,) = await self._infer(USER_TOWER, history, ("user_embedding",))
         return embedding
 
-    async def embed_posts(
-        self, post_hash: npt.NDArray[np.int64], author_hash: npt.NDArray[np.int64]
-    ) -> npt.NDArray[np.float32]:
-        """Post embeddings [N, D], in calls of at most the candidate tower's max batch."""
+    async def embed_posts(self, posts: Arrays) -> npt.NDArray[np.float32]:
+        """Post embeddings [N, D] of `phoenix.features.pack_posts` arrays (`post_hash`,
+        `author_hash`, `sids`, hashed with the candidate tower's config), in calls of at most
+        the candidate tower's max batch."""
+        count = len(posts["post_hash"])
         step = self.served.max_batch[CANDIDATE_TOWER]
         calls = [
             self._infer(
                 CANDIDATE_TOWER,
-                {"post_hash": post_hash[i : i + step], "author_hash": author_hash[i : i + step]},
+                {k: v[i : i + step] for k, v in posts.items()},
                 ("post_embedding",),
             )
-            for i in range(0, len(post_hash), step)
+            for i in range(0, count, step)
         ]
         if not calls:
-            return np.zeros((0, self.served.config.emb_dim), np.float32)
+            return np.zeros((0, self.served.config_of(CANDIDATE_TOWER).emb_dim), np.float32)
         parts = await asyncio.gather(*calls)
         return np.concatenate([p[0] for p in parts])
 
     async def rank(
-        self, history: Arrays, candidates: Arrays
+        self, viewer: Arrays, candidates: Arrays
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """(action_probs [C, A], dwell_time [C]) for one viewer's history (batch 1) and C
-        candidates ([C, ...] arrays), in one call per `max_candidates` candidates."""
+        """(probabilities [C, N_a] in X's action columns, continuous outputs [C, N_cont]) for
+        one viewer (`user_*` and `history_*`, batch 1) and C candidates ([C, ...] arrays), in
+        one call per `max_candidates` candidates."""
         count = len(candidates["candidate_surface"])
         limit = self.served.max_candidates
         calls = []
@@ -278,15 +307,12 @@ class PhoenixTriton:
             size = len(part["candidate_surface"])
             padded = self.bucket(size)
             part = {k: _pad_rows(v, padded)[None] for k, v in part.items()}
-            calls.append(self._infer(RANKER, {**history, **part}, ("action_probs", "dwell_time")))
+            calls.append(self._infer(RANKER, {**viewer, **part}, RANKER_OUTPUTS))
         results = await asyncio.gather(*calls)
-        probs = [r[0][0] for r in results]
-        dwell = [r[1][0] for r in results]
         sizes = [min(limit, count - s) for s in range(0, count, limit)]
-        return (
-            np.concatenate([p[:n] for p, n in zip(probs, sizes, strict=True)]),
-            np.concatenate([d[:n] for d, n in zip(dwell, sizes, strict=True)]),
-        )
+        log_probs = np.concatenate([r[0][0][:n] for r, n in zip(results, sizes, strict=True)])
+        continuous = np.concatenate([r[1][0][:n] for r, n in zip(results, sizes, strict=True)])
+        return np.exp(log_probs), continuous
 
     def bucket(self, count: int) -> int:
         """The candidate count a request of `count` candidates is padded to."""

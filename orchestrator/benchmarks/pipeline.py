@@ -52,8 +52,13 @@ class FakeTriton:
         from phoenix.config import get_config
         from phoenix.serving import CANDIDATE_TOWER, RANKER, USER_TOWER
 
+        config = get_config(config_name)
+        towers = config.retrieval_config()
         self._served = ServedModels(
-            get_config(config_name), 4096, {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 4096}
+            config,
+            4096,
+            {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 4096},
+            configs={RANKER: config, USER_TOWER: towers, CANDIDATE_TOWER: towers},
         )
         self.calls_s = 0.0  # wall time spent inside the fake (subtracted from nothing: tiny)
 
@@ -64,6 +69,12 @@ class FakeTriton:
     async def connect(self) -> Any:
         return self._served
 
+    async def newest_set(self) -> Any:
+        return self._served
+
+    def pinned(self, served: Any) -> FakeTriton:
+        return self  # one model set, always
+
     async def is_ready(self) -> bool:
         return True
 
@@ -71,7 +82,7 @@ class FakeTriton:
         return None
 
     def _vectors(self, seeds: np.ndarray) -> np.ndarray:
-        dim = self._served.config.emb_dim
+        dim = self._served.config_of("phoenix_user_tower").emb_dim
         rng = np.random.default_rng(int(np.asarray(seeds, np.int64).sum() % (1 << 31)))
         v = rng.standard_normal((len(seeds), dim)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -80,22 +91,21 @@ class FakeTriton:
         first = next(iter(history.values()))
         return self._vectors(np.asarray(first).reshape(len(first), -1)[:, 0])
 
-    async def embed_posts(self, post_hash: np.ndarray, author_hash: np.ndarray) -> np.ndarray:
-        dim = self._served.config.emb_dim
-        h = np.asarray(post_hash, np.int64).reshape(len(post_hash), -1)[:, 0]
+    async def embed_posts(self, posts: dict[str, np.ndarray]) -> np.ndarray:
+        dim = self._served.config_of("phoenix_candidate_tower").emb_dim
+        h = np.asarray(posts["post_hash"], np.int64)[:, 0]
         axes = (h[:, None] * (np.arange(dim) + 1)) % 1009
         v = np.cos(axes.astype(np.float32))
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     async def rank(
-        self, history: dict[str, np.ndarray], candidates: dict[str, np.ndarray]
+        self, viewer: dict[str, np.ndarray], candidates: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        from phoenix.actions import NUM_ACTIONS
-
         count = len(candidates["candidate_surface"])
+        config = self._served.config
         rng = np.random.default_rng(count)
-        probs = rng.random((count, NUM_ACTIONS), dtype=np.float32) * 0.2
-        return probs, rng.random(count, dtype=np.float32) * 30
+        probs = rng.random((count, config.num_action_columns), dtype=np.float32) * 0.2
+        return probs, rng.random((count, config.num_continuous), dtype=np.float32) * 30
 
 
 def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.state.viewers import Viewer
-from phoenix.world.schema import ORIGINAL, REPLY, REPOST
+from phoenix.features import COUNT_NAMES
+from phoenix.world.schema import ORIGINAL, REPLY, REPOST, SID_LEVELS
 
 #: Candidate sources.
 THUNDER = "thunder"  # in-network: recent posts of followed accounts
@@ -52,8 +53,9 @@ class Candidates:
     """Posts on their way to the feed, one array entry per candidate.
 
     Sources fill the first four fields (`of`); the hydrator the post facts; the ranker
-    `predictions` and `dwell_time_s`; the runner `score`. A candidate whose post the store does not
-    hold keeps `found` False, author 0 and its own id as conversation and original post.
+    `predictions`, `post_unexplored` and `dwell_time_s`; the runner `score`. A candidate whose
+    post the store does not hold keeps `found` False, author 0 and its own id as conversation
+    and original post.
     """
 
     post_id: I64
@@ -82,11 +84,17 @@ class Candidates:
     author_followers: I64
     mutual_follow: Bools  # author and viewer follow each other
     impressions: I64  # times the post was served (X's view count)
+    #: What the ranker reads about the original post (the reposted one for a repost): its
+    #: engagement counts now [n, len(COUNT_NAMES)] and semantic ids [n, SID_LEVELS] (0 missing).
+    original_counts: I64
+    original_sids: I64
     #: The text the muted-keyword filter reads (a repost: the reposted post's), as
     #: `orchestrator.pipeline.text.token_line`; None unless the viewer mutes keywords.
     token_line: npt.NDArray[np.object_] | None
-    # Ranker output: one probability per phoenix.actions.ACTIONS [n, A], dwell time in seconds.
+    # Ranker output: one probability per phoenix.actions.ACTIONS [n, A], post_unexplored's
+    # probability, dwell time in seconds.
     predictions: npt.NDArray[np.float32] | None
+    post_unexplored: F64
     dwell_time_s: F64
     score: F64  # the final score, once ranked
 
@@ -131,8 +139,11 @@ class Candidates:
             author_followers=_ints(n),
             mutual_follow=no(),
             impressions=_ints(n),
+            original_counts=np.zeros((n, len(COUNT_NAMES)), np.int64),
+            original_sids=np.zeros((n, SID_LEVELS), np.int64),
             token_line=None,
             predictions=None,
+            post_unexplored=np.zeros(n),
             dwell_time_s=np.zeros(n),
             score=np.zeros(n),
         )

@@ -65,6 +65,14 @@ class PostHydrator:
         viewer = query.viewer
         c.mutual_follow = found & contains(viewer.mutual_ids, author)
         c.impressions = post.impressions
+        # A repost is scored as the post it reposts (nothing known when that is not stored).
+        original = ~repost
+        c.original_counts = np.where(
+            reposted[:, None], refs.counts[n : 2 * n], np.where(original[:, None], post.counts, 0)
+        )
+        c.original_sids = np.where(
+            reposted[:, None], refs.sids[n : 2 * n], np.where(original[:, None], post.sids, 0)
+        )
         followed = contains(viewer.following_ids, author)
         thunder = c.source == SOURCES.index(THUNDER)
         c.in_network = np.where(found, thunder | followed, c.in_network)

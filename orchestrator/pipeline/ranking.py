@@ -48,8 +48,8 @@ _DPP_EPS = 1e-6  # X's epsilon in the DPP kernel and its stopping rule
 class RankingInputs:
     """What the arithmetic reads, one array entry per candidate [C].
 
-    `probs` maps an action name to its probability per candidate; an action the model does not
-    predict (post_unexplored today) may be absent and counts as 0. A repost carries its own
+    `probs` maps an action name to its probability per candidate; an action missing from it
+    counts as 0. A repost carries its own
     author (diversity counts the reposter) but the reposted post's probabilities and embedding.
     """
 

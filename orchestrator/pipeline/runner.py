@@ -27,7 +27,7 @@ from orchestrator.pipeline.scorer import PhoenixScorer
 from orchestrator.pipeline.selector import select
 from orchestrator.pipeline.sources import Source
 from orchestrator.triton_client import TritonUnavailable
-from phoenix.actions import ACTIONS
+from phoenix.actions import ACTIONS, POST_UNEXPLORED
 from phoenix.ranking_config import RankingConfig
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,10 @@ def ranking_inputs(query: FeedQuery, candidates: Candidates) -> RankingInputs:
         author_followers=c.author_followers,
         impressions=c.impressions,
         embedding_id=c.original_post_id,
-        probs={name: probs64[:, i] for i, name in enumerate(ACTIONS)},
+        probs={
+            **{name: probs64[:, i] for i, name in enumerate(ACTIONS)},
+            POST_UNEXPLORED: np.asarray(c.post_unexplored, np.float64),
+        },
         dwell_time_s=c.dwell_time_s,
         viewer_followers=len(query.viewer.followers),
     )

@@ -7,10 +7,11 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidates, FeedQuery
-from orchestrator.pipeline.features import query_features
+from orchestrator.pipeline.features import ModelFeatures
 from orchestrator.post_index import PostIndex
 from orchestrator.thunder import Thunder
 from orchestrator.triton_client import PhoenixTriton
+from phoenix.serving import USER_TOWER
 
 
 class Source(Protocol):
@@ -53,19 +54,21 @@ class RetrievalSource:
         self,
         triton: PhoenixTriton,
         index: PostIndex,
+        features: ModelFeatures,
         k: int = 500,
         executor: Executor | None = None,
     ) -> None:
         self.triton = triton
         self.index = index
+        self.features = features
         self.k = k
         self.executor = executor  # where searches run (None: asyncio's default executor)
 
     async def fetch(self, query: FeedQuery) -> Candidates:
         if query.in_network_only:
             return Candidates.of(RETRIEVAL, [], in_network=False)
-        features = query_features(self.triton.served.hasher, query)
-        embedding = await self.triton.embed_users(features)
+        hasher = self.triton.served.hasher_of(USER_TOWER)
+        embedding = await self.triton.embed_users(self.features.history(hasher, query.viewer))
         loop = asyncio.get_running_loop()
         ids, scores = await loop.run_in_executor(
             self.executor, self.index.search, embedding[0], self.k

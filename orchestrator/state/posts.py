@@ -1,7 +1,9 @@
 """Posts as the orchestrator sees them, and the store that hydrates candidates.
 
 A `Post` is immutable; the store keeps every known post plus the ids of deleted ones, so a delete
-wins over a create that arrives late (the same rule as Thunder's, DESIGN.md 6).
+wins over a create that arrives late (the same rule as Thunder's, DESIGN.md 6). Beside each post
+it keeps what changes: the post's engagement counts (favorites, replies, reposts, quotes and
+views, `phoenix.features.COUNT_NAMES`), which the ranker reads.
 
 The request path reads the store by whole arrays of ids (`columns`, `token_lines`): each post is
 a row of parallel NumPy arrays and an id is found by a binary search over the ids, so hydrating a
@@ -11,7 +13,7 @@ thousand candidates is a few gathers instead of a thousand dictionary look-ups.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,11 +22,39 @@ import numpy.typing as npt
 
 from orchestrator.id_arrays import find
 from orchestrator.pipeline.text import token_line
+from phoenix.actions import ACTIONS
+from phoenix.counts import COUNTED_ACTIONS
+from phoenix.features import COUNT_NAMES
 from phoenix.snowflake import created_ms
-from phoenix.world.schema import ORIGINAL, REPLY, REPOST
+from phoenix.world.schema import ORIGINAL, REPLY, REPOST, SID_LEVELS
 
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
+
+#: Columns of the engagement counts (`phoenix.features.COUNT_NAMES`).
+REPLIES, REPOSTS, QUOTES, VIEWS = (
+    COUNT_NAMES.index(name) for name in ("reply", "repost", "quote", "view")
+)
+NUM_COUNTS = len(COUNT_NAMES)
+
+
+def semantic_ids(posts: Sequence[Post]) -> I64:
+    """[N, SID_LEVELS] semantic ids of `posts`, 0 where a post has none (X's missing row)."""
+    out = np.zeros((len(posts), SID_LEVELS), np.int64)
+    for i, post in enumerate(posts):
+        k = min(len(post.semantic_ids), SID_LEVELS)
+        out[i, :k] = post.semantic_ids[:k]
+    return out
+
+
+def engagement_counts(actions: Sequence[bool]) -> I64:
+    """What one served impression adds to its post's counts: a view, plus each counted action
+    (`phoenix.counts.COUNTED_ACTIONS`) it carries; `actions` holds a bool per `ACTIONS`."""
+    delta = np.zeros(NUM_COUNTS, np.int64)
+    for name in COUNTED_ACTIONS:
+        delta[COUNT_NAMES.index(name)] = bool(actions[ACTIONS.index(name)])
+    delta[VIEWS] = 1
+    return delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +72,7 @@ class Post:
     text: str = ""
     reposted_author_id: int = 0  # author of the reposted post, 0 unless a repost
     quoted_id: int = 0  # the post this one quotes, 0 when none
+    semantic_ids: tuple[int, ...] = ()  # coarse to fine, 0 = missing; () when it has none
 
     @property
     def created_ms(self) -> int:
@@ -81,7 +112,13 @@ class PostColumns:
     reposted_author_id: I64
     is_video: Bools
     video_ms: I64  # `Post.video_duration_s` in whole ms (whether or not `is_video`)
-    impressions: I64
+    counts: I64  # [n, NUM_COUNTS] engagement counts as of now (`COUNT_NAMES` order)
+    sids: I64  # [n, SID_LEVELS] semantic ids, 0 = missing
+
+    @property
+    def impressions(self) -> I64:
+        """Times each post was served (X's view count)."""
+        return self.counts[:, VIEWS]
 
 
 class PostStore(Protocol):
@@ -104,10 +141,11 @@ class PostStore(Protocol):
 
     def is_deleted(self, post_id: int) -> bool: ...
 
-    def impressions(self, post_id: int) -> int:
-        """How many times the post was served (X's view count)."""
+    def counts(self, post_id: int) -> I64:
+        """The post's engagement counts [NUM_COUNTS] (zeros when nothing is known)."""
 
-    def add_impression(self, post_id: int) -> None: ...
+    def add_counts(self, post_id: int, delta: npt.ArrayLike) -> None:
+        """Add `delta` [NUM_COUNTS] to the post's counts (kept for a post not stored yet)."""
 
 
 _MIN_ROOM = 64
@@ -122,7 +160,6 @@ _INT_COLUMNS = (
     "thread_id",
     "reposted_author_id",
     "video_ms",
-    "impressions",
 )
 
 
@@ -138,16 +175,21 @@ class InMemoryPostStore:
     """
 
     def __init__(
-        self, posts: Iterable[Post] = (), impressions: dict[int, int] | None = None
+        self,
+        posts: Iterable[Post] = (),
+        counts: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
     ) -> None:
+        """`counts`: (post ids [m], their counts [m, NUM_COUNTS]) to start from."""
         self._posts: dict[int, Post] = {}
         self._row_of: dict[int, int] = {}
         self._deleted: set[int] = set()
-        self._pending_impressions: dict[int, int] = dict(impressions or {})  # ids not stored
+        self._pending_counts: dict[int, I64] = {}  # for ids not stored (yet)
         self._lock = threading.Lock()
         self._n = 1  # rows in use, row 0 included; the arrays have room for more
         self._ids = np.zeros(_MIN_ROOM, np.int64)
         self._cols = {name: np.zeros(_MIN_ROOM, np.int64) for name in _INT_COLUMNS}
+        self._counts = np.zeros((_MIN_ROOM, NUM_COUNTS), np.int64)
+        self._sids = np.zeros((_MIN_ROOM, SID_LEVELS), np.int64)
         self._alive = np.zeros(_MIN_ROOM, np.bool_)
         self._is_video = np.zeros(_MIN_ROOM, np.bool_)
         self._texts = np.zeros(_MIN_ROOM, object)
@@ -159,6 +201,8 @@ class InMemoryPostStore:
         self._in_order = True  # ids ascend with rows: search `_ids` itself
         self._sorted: tuple[I64, I64] | None = None  # (sorted ids, their rows) otherwise
         self._append([p for p in {p.post_id: p for p in posts}.values()])
+        if counts is not None:
+            self._set_counts(*counts)
 
     # ---------------------------------------------------------------- single posts
 
@@ -188,19 +232,32 @@ class InMemoryPostStore:
     def is_deleted(self, post_id: int) -> bool:
         return post_id in self._deleted
 
-    def impressions(self, post_id: int) -> int:
-        row = self._row_of.get(post_id)
-        if row is None:
-            return self._pending_impressions.get(post_id, 0)
-        return int(self._cols["impressions"][row])
-
-    def add_impression(self, post_id: int) -> None:
+    def counts(self, post_id: int) -> I64:
         with self._lock:
             row = self._row_of.get(post_id)
             if row is None:
-                self._pending_impressions[post_id] = self._pending_impressions.get(post_id, 0) + 1
+                return self._pending_counts.get(post_id, np.zeros(NUM_COUNTS, np.int64)).copy()
+            return self._counts[row].copy()
+
+    def add_counts(self, post_id: int, delta: npt.ArrayLike) -> None:
+        step = np.asarray(delta, np.int64).reshape(NUM_COUNTS)
+        with self._lock:
+            row = self._row_of.get(post_id)
+            if row is None:
+                pending = self._pending_counts.setdefault(post_id, np.zeros(NUM_COUNTS, np.int64))
+                pending += step
             else:
-                self._cols["impressions"][row] += 1
+                self._counts[row] += step
+
+    def _set_counts(self, post_ids: npt.ArrayLike, counts: npt.ArrayLike) -> None:
+        ids = np.asarray(post_ids, np.int64).reshape(-1)
+        values = np.asarray(counts, np.int64).reshape(len(ids), NUM_COUNTS)
+        with self._lock:
+            rows = self._rows(ids)
+            stored = rows > 0
+            self._counts[rows[stored]] = values[stored]
+            for i in np.flatnonzero(~stored).tolist():
+                self._pending_counts[int(ids[i])] = values[i].copy()
 
     def __len__(self) -> int:
         return len(self._posts)
@@ -216,7 +273,9 @@ class InMemoryPostStore:
             rows = self._rows(ids)
             cols = {name: col.take(rows) for name, col in self._cols.items()}
             video = self._is_video.take(rows)
-        return PostColumns(found=rows > 0, is_video=video, **cols)
+            counts = self._counts.take(rows, 0)
+            sids = self._sids.take(rows, 0)
+        return PostColumns(found=rows > 0, is_video=video, counts=counts, sids=sids, **cols)
 
     def token_lines(self, post_ids: I64) -> npt.NDArray[np.object_]:
         ids = np.asarray(post_ids, np.int64)
@@ -255,6 +314,8 @@ class InMemoryPostStore:
             room = max(size, 2 * len(self._ids))
             self._ids = _grown(self._ids, room)
             self._cols = {name: _grown(col, room) for name, col in self._cols.items()}
+            self._counts = _grown(self._counts, room)
+            self._sids = _grown(self._sids, room)
             self._alive = _grown(self._alive, room)
             self._is_video = _grown(self._is_video, room)
             self._texts = _grown(self._texts, room)
@@ -271,9 +332,12 @@ class InMemoryPostStore:
             self._posts[post.post_id] = post
             self._row_of[post.post_id] = n0 + i
         self._write(n0, posts)
-        pending = self._pending_impressions
+        pending = self._pending_counts
         if pending:
-            self._cols["impressions"][n0:size] = [pending.pop(p.post_id, 0) for p in posts]
+            for i, post in enumerate(posts):
+                counts = pending.pop(post.post_id, None)
+                if counts is not None:
+                    self._counts[n0 + i] = counts
 
     def _write(self, row: int, posts: list[Post]) -> None:
         """The column values of `posts` into rows `row`, `row + 1`, ..."""
@@ -288,13 +352,14 @@ class InMemoryPostStore:
         cols["reposted_author_id"][row:end] = [p.reposted_author_id for p in posts]
         cols["video_ms"][row:end] = [round(p.video_duration_s * 1000) for p in posts]
         self._is_video[row:end] = [p.is_video for p in posts]
+        self._sids[row:end] = semantic_ids(posts)
         self._alive[row:end] = True
         self._texts[row:end] = [p.text for p in posts]
         self._has_line[row:end] = False
 
 
 def _grown(arr: np.ndarray, size: int) -> np.ndarray:
-    """`arr` copied into a zeroed array of `size` entries."""
-    new = np.zeros(size, arr.dtype)
+    """`arr` copied into a zeroed array of `size` rows."""
+    new = np.zeros((size, *arr.shape[1:]), arr.dtype)
     new[: len(arr)] = arr
     return new

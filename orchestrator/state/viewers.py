@@ -1,5 +1,5 @@
-"""Viewers: engagement histories and the social graph (following, followers, blocks, mutes, muted
-keywords), and the store the request path reads them from.
+"""Viewers: profiles, engagement histories and the social graph (following, followers, blocks,
+mutes, muted keywords), and the store the request path reads them from.
 
 `get` returns an immutable `Viewer` snapshot, so one feed request sees one consistent state while
 writes (follows, engagements) land concurrently.
@@ -11,39 +11,49 @@ import functools
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from orchestrator.id_arrays import find, sorted_ids
 from phoenix.actions import NUM_ACTIONS
+from phoenix.features import PROFILE_FIELDS, UserProfile
+from phoenix.world.schema import USERS
 
 #: Engagements kept per viewer: more than any config's history length.
 DEFAULT_MAX_HISTORY = 1024
 _ABSENT = object()
+#: Profile fields held as floats (the rest are integer codes), typed as the world's users table.
+_FLOAT_PROFILE = frozenset(n for n in PROFILE_FIELDS if pa.types.is_floating(USERS.field(n).type))
 
 
 @dataclass(frozen=True, slots=True)
 class Engagement:
-    """One post a viewer acted on: which actions (a bool per `phoenix.actions.ACTIONS`), where."""
+    """One post a viewer acted on: which actions (a bool per `phoenix.actions.ACTIONS`), where
+    (product surface), when it was served (Unix ms) and how long it was dwelled on."""
 
     post_id: int
     author_id: int
     actions: tuple[bool, ...]
     surface: int = 0
     served_ms: int = 0
+    dwell_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class History:
-    """A viewer's engagements as arrays, newest first (what the models take)."""
+    """A viewer's engagements as arrays, newest first (`phoenix.features.pack_history` orders
+    them by served time for the models)."""
 
     post_ids: npt.NDArray[np.int64]  # [n]
     author_ids: npt.NDArray[np.int64]  # [n]
     actions: npt.NDArray[np.bool_]  # [n, A]
     surfaces: npt.NDArray[np.int64]  # [n]
+    served_ms: npt.NDArray[np.int64]  # [n]
+    dwell_s: npt.NDArray[np.float32]  # [n]
 
     @classmethod
     def empty(cls) -> History:
@@ -59,30 +69,27 @@ class History:
             author_ids=np.fromiter((e.author_id for e in engagements), np.int64, n),
             actions=actions,
             surfaces=np.fromiter((e.surface for e in engagements), np.int64, n),
+            served_ms=np.fromiter((e.served_ms for e in engagements), np.int64, n),
+            dwell_s=np.fromiter((e.dwell_s for e in engagements), np.float32, n),
         )
 
     def prepended(self, engagement: Engagement, limit: int) -> History:
         """This history with `engagement` as the newest, cut to the `limit` newest."""
+        newest = History.of([engagement])
+        kept = self.newest(limit - 1)
         return History(
-            post_ids=np.r_[engagement.post_id, self.post_ids[: limit - 1]],
-            author_ids=np.r_[engagement.author_id, self.author_ids[: limit - 1]],
-            actions=np.vstack([np.array(engagement.actions, np.bool_), self.actions[: limit - 1]]),
-            surfaces=np.r_[engagement.surface, self.surfaces[: limit - 1]],
+            **{
+                f.name: np.concatenate([getattr(newest, f.name), getattr(kept, f.name)])
+                for f in fields(History)
+            }
         )
+
+    def newest(self, n: int) -> History:
+        """The `n` newest engagements (all of them when there are fewer)."""
+        return History(**{f.name: getattr(self, f.name)[:n] for f in fields(History)})
 
     def __len__(self) -> int:
         return len(self.post_ids)
-
-    def padded(self, length: int) -> tuple[npt.NDArray, ...]:
-        """(post_ids, author_ids, actions, surfaces), each cut or zero-padded to `length` slots."""
-        n = min(len(self), length)
-        post = np.zeros(length, np.int64)
-        author = np.zeros(length, np.int64)
-        actions = np.zeros((length, NUM_ACTIONS), np.bool_)
-        surface = np.zeros(length, np.int64)
-        post[:n], author[:n] = self.post_ids[:n], self.author_ids[:n]
-        actions[:n], surface[:n] = self.actions[:n], self.surfaces[:n]
-        return post, author, actions, surface
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,8 @@ class Viewer:
     muted: frozenset[int]
     muted_keywords: tuple[str, ...]
     history: History = field(default_factory=History.empty)
-
-    @functools.cached_property
-    def memo(self) -> dict[str, Any]:
-        """Values derived from this snapshot by later stages (the model features), kept with it."""
-        return {}
+    #: What X's user features read about the viewer (arrays of one entry); unknown by default.
+    profile: UserProfile = field(default_factory=lambda: UserProfile.unknown(1))
 
     @functools.cached_property
     def following_set(self) -> frozenset[int]:
@@ -117,6 +121,10 @@ class Viewer:
     @functools.cached_property
     def following_ids(self) -> npt.NDArray[np.int64]:
         return sorted_ids(self.following)
+
+    @functools.cached_property
+    def follower_ids(self) -> npt.NDArray[np.int64]:
+        return sorted_ids(self.followers)
 
     @functools.cached_property
     def mutual_ids(self) -> npt.NDArray[np.int64]:
@@ -181,6 +189,10 @@ class InMemoryViewerStore:
         self._number: dict[int, int] = {}
         self._user_ids = np.zeros(64, np.int64)
         self._follower_counts = np.zeros(64, np.int64)
+        self._profiles = {  # by number; zeros (unknown) until `set_profiles`
+            name: np.zeros(64, np.float32 if name in _FLOAT_PROFILE else np.int64)
+            for name in PROFILE_FIELDS
+        }
         self._by_id: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
         # The last snapshot of each viewer, until a write touches the viewer: feed after feed
         # reuses it (and the id arrays it derives) instead of copying every relation again.
@@ -205,8 +217,13 @@ class InMemoryViewerStore:
                 muted=frozenset(self._muted.get(viewer_id, ())),
                 muted_keywords=tuple(self._keywords.get(viewer_id, ())),
                 history=self._history_arrays(viewer_id),
+                profile=self._profile(viewer_id),
             )
             return viewer
+
+    def _profile(self, viewer_id: int) -> UserProfile:
+        number = self._number[viewer_id]
+        return UserProfile(**{k: v[number : number + 1].copy() for k, v in self._profiles.items()})
 
     def _history_arrays(self, viewer_id: int) -> History:
         history = self._arrays.get(viewer_id)
@@ -258,10 +275,22 @@ class InMemoryViewerStore:
             if number == len(self._user_ids):
                 self._user_ids = _grown(self._user_ids)
                 self._follower_counts = _grown(self._follower_counts)
+                self._profiles = {k: _grown(v) for k, v in self._profiles.items()}
             self._user_ids[number] = user_id
             self._follower_counts[number] = len(self._followers.get(user_id, ()))
             self._by_id = None
             return True
+
+    def set_profiles(self, user_ids: npt.ArrayLike, profiles: UserProfile) -> None:
+        """The profiles of known users (`profiles` holds one entry per id); an id that is not a
+        known user is a KeyError."""
+        ids = np.asarray(user_ids, np.int64).reshape(-1)
+        with self._lock:
+            numbers = np.fromiter((self._number[i] for i in ids.tolist()), np.int64, len(ids))
+            for name, column in self._profiles.items():
+                column[numbers] = np.asarray(getattr(profiles, name)).reshape(len(ids))
+            for user_id in ids.tolist():
+                self._snapshots.pop(user_id, None)
 
     def follow(self, viewer_id: int, target_id: int) -> bool:
         with self._lock:
@@ -352,7 +381,7 @@ class InMemoryViewerStore:
                 )
 
 
-def _grown(arr: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def _grown(arr: npt.NDArray) -> npt.NDArray:
     new = np.zeros(2 * len(arr), arr.dtype)
     new[: len(arr)] = arr
     return new

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from orchestrator.state.posts import InMemoryPostStore, Post
 from orchestrator.state.viewers import DEFAULT_MAX_HISTORY, Engagement, InMemoryViewerStore
 from phoenix.actions import ACTIONS
+from phoenix.counts import COUNTED_ACTIONS, EngagementCounts
+from phoenix.features import PROFILE_FIELDS, UserProfile
 from phoenix.world.io import World
 
 #: Columns of `posts.parquet` in the order of `Post`'s fields.
@@ -23,6 +26,7 @@ _POST_FIELDS = (
     "video_duration_s",
     "text",
 )
+_SID_COLUMN = "semantic_ids"  # `Post.semantic_ids`: () for a post without codes
 
 
 @dataclass
@@ -40,21 +44,40 @@ def posts_of(world: World) -> list[Post]:
     cols = world.posts.to_pydict()
     author_of = dict(zip(cols["post_id"], cols["author_id"], strict=True))
     reposted_author = [author_of.get(r, 0) if r else 0 for r in cols["reposted_id"]]
+    sids = [tuple(s) if any(s) else () for s in cols[_SID_COLUMN]]
     rows = zip(*(cols[name] for name in _POST_FIELDS), reposted_author, strict=True)
-    return [Post(*row) for row in rows]
+    return [Post(*row, semantic_ids=codes) for row, codes in zip(rows, sids, strict=True)]
 
 
-def impressions_of(world: World) -> dict[int, int]:
-    """Impressions per post: every served row of the engagement log counts once."""
-    ids, counts = np.unique(world.engagements.column("post_id").to_numpy(), return_counts=True)
-    return dict(zip(ids.tolist(), counts.tolist(), strict=True))
+def counts_of(world: World) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(post ids, engagement counts [n, 5]) of every post served in the world, as of its now:
+    every served row is a view, and each counted action on it adds one (`phoenix.counts`, the
+    definition training reads the counts by)."""
+    eng = world.engagements
+    post_ids = eng.column("post_id").to_numpy()
+    actions = np.stack(
+        [eng.column(a).to_numpy(zero_copy_only=False) for a in COUNTED_ACTIONS], axis=1
+    )
+    counts = EngagementCounts(post_ids, eng.column("served_ms").to_numpy(), actions)
+    ids = np.unique(post_ids)
+    return ids, counts.at(ids, world.now_ms + 1)
+
+
+def profiles_of(world: World) -> tuple[npt.NDArray[np.int64], UserProfile]:
+    """(user ids, their profiles) from the world's users table."""
+    users = world.users
+    return users.column("user_id").to_numpy(), UserProfile(
+        **{name: users.column(name).to_numpy() for name in PROFILE_FIELDS}
+    )
 
 
 def load_world_state(world: World, max_history: int = DEFAULT_MAX_HISTORY) -> WorldState:
-    """Users, the social graph, muted keywords, engagement histories and posts of `world`."""
+    """Users and their profiles, the social graph, muted keywords, engagement histories, posts
+    and their engagement counts of `world`."""
     viewers = InMemoryViewerStore(max_history=max_history)
     for user_id in world.users.column("user_id").to_pylist():
         viewers.add_user(user_id)
+    viewers.set_profiles(*profiles_of(world))
     for a, b in _pairs(world, "follows", "follower_id", "followee_id"):
         viewers.follow(a, b)
     for a, b in _pairs(world, "blocks", "user_id", "blocked_id"):
@@ -68,7 +91,7 @@ def load_world_state(world: World, max_history: int = DEFAULT_MAX_HISTORY) -> Wo
     viewers.load_histories(_histories(world, {p.post_id: p.author_id for p in posts}))
     return WorldState(
         viewers=viewers,
-        posts=InMemoryPostStore(posts, impressions_of(world)),
+        posts=InMemoryPostStore(posts, counts_of(world)),
         now_ms=world.now_ms,
     )
 
@@ -90,6 +113,7 @@ def _histories(world: World, author_of: dict[int, int]) -> list[tuple[int, list[
     post_ids = eng.column("post_id").to_numpy()[order]
     surfaces = eng.column("surface").to_numpy()[order]
     served_ms = eng.column("served_ms").to_numpy()[order]
+    dwell_s = eng.column("dwell_time_s").to_numpy()[order]
     rows = actions[order]
     histories: dict[int, list[Engagement]] = {}
     for i in range(len(order)):
@@ -101,6 +125,7 @@ def _histories(world: World, author_of: dict[int, int]) -> list[tuple[int, list[
                 actions=tuple(bool(x) for x in rows[i]),
                 surface=int(surfaces[i]),
                 served_ms=int(served_ms[i]),
+                dwell_s=float(dwell_s[i]),
             )
         )
     return list(histories.items())

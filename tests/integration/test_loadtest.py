@@ -14,7 +14,7 @@ import torch
 import tritonclient.http as httpclient
 
 from export.checkpoint import Checkpoint, save_checkpoint
-from export.onnx.wrappers import RANKER, wrap
+from export.onnx.wrappers import RANKER, model_io, wrap
 from export.repository.build import ExportSettings, export_repository
 from loadtest.ranker_request import infer_ranker, ranker_request, served_ranker
 from loadtest.run import LoadTestSettings, run_locust
@@ -90,7 +90,8 @@ def test_the_triton_user_gets_pytorchs_probabilities(deployed: Deployed, stack: 
         client.close()
     model = wrap(RANKER, deployed.checkpoint).eval()
     with torch.no_grad():
-        log_probs, continuous = model(*(torch.from_numpy(a) for a in arrays.values()))
+        inputs, _ = model_io(RANKER, config)
+        log_probs, continuous = model(*(torch.from_numpy(arrays[spec.name]) for spec in inputs))
     np.testing.assert_allclose(served["action_log_probs"], log_probs.numpy(), rtol=0, atol=1e-4)
     np.testing.assert_allclose(served["continuous"], continuous.numpy(), rtol=0, atol=1e-3)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator.service import Conflict, FeedService, NewPost, NotFound
@@ -74,6 +75,24 @@ def test_unknown_authors_are_refused(
         asyncio.run(service.create_post(post))
 
 
+def test_replies_reposts_and_quotes_count_on_the_post_they_point_at(service: FeedService) -> None:
+    _, author = _follower_and_author(service)
+    root = asyncio.run(service.create_post(NewPost(author_id=author)))
+    asyncio.run(service.create_post(NewPost(author_id=author, parent_id=root.post_id)))
+    asyncio.run(service.create_post(NewPost(author_id=author, reposted_id=root.post_id)))
+    asyncio.run(service.create_post(NewPost(author_id=author, quoted_id=root.post_id)))
+    asyncio.run(service.create_post(NewPost(author_id=author, quoted_id=root.post_id)))
+    assert service.posts.counts(root.post_id).tolist() == [0, 1, 1, 2, 0]
+
+
+def test_the_world_s_profiles_and_counts_are_loaded(service: FeedService) -> None:
+    viewer, _ = _follower_and_author(service)
+    profile = service.viewers.get(viewer).profile  # type: ignore[union-attr]
+    assert np.asarray(profile.timezone).shape == (1,) and np.asarray(profile.ip_id)[0] != 0
+    views = sum(int(service.posts.counts(p.post_id)[-1]) for p in service.posts)
+    assert views > 0
+
+
 def test_inconsistent_posts_are_refused_and_nothing_is_stored(service: FeedService) -> None:
     _, author = _follower_and_author(service)
     root = asyncio.run(service.create_post(NewPost(author_id=author)))
@@ -106,9 +125,15 @@ def test_engagements_and_relations(service: FeedService) -> None:
     viewer, author = _follower_and_author(service)
     post = asyncio.run(service.create_post(NewPost(author_id=author)))
     actions = tuple(a in {"favorite", "share"} for a in ACTIONS)
-    service.engage(viewer, post.post_id, actions)
+    before = service.clock.now_ms()
+    service.engage(viewer, post.post_id, actions, dwell_s=7.5, surface=2)
     history = service.viewers.get(viewer).history  # type: ignore[union-attr]
     assert history.post_ids[0] == post.post_id and history.author_ids[0] == author
+    assert history.dwell_s[0] == 7.5 and history.surfaces[0] == 2
+    assert before <= history.served_ms[0] <= service.clock.now_ms()
+    assert service.posts.counts(post.post_id).tolist() == [1, 0, 0, 0, 1]  # a favorite, a view
+    service.engage(viewer, post.post_id, tuple(a in {"reply", "quote"} for a in ACTIONS))
+    assert service.posts.counts(post.post_id).tolist() == [1, 1, 0, 1, 2]
     assert service.relate("block", viewer, author) is True
     assert service.relate("block", viewer, author) is False
     assert service.relate("block", viewer, author, undo=True) is True

@@ -3,19 +3,21 @@ loading both from a world."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from orchestrator.state.posts import InMemoryPostStore, Post
+from orchestrator.state.posts import InMemoryPostStore, Post, engagement_counts
 from orchestrator.state.viewers import Engagement, History, InMemoryViewerStore
 from orchestrator.state.world_state import load_world_state
 from phoenix.actions import ACTIONS, NUM_ACTIONS, Action
+from phoenix.features import PROFILE_FIELDS
 from phoenix.snowflake import snowflake_id
 from phoenix.world.generate import generate_world
 from phoenix.world.io import load_world
-from phoenix.world.schema import REPLY, REPOST
+from phoenix.world.schema import REPLY, REPOST, SID_LEVELS
 from phoenix.world.spec import WorldSpec
 
 NOW = 1_780_000_000_000
@@ -84,19 +86,23 @@ def test_snapshots_do_not_change_with_later_writes() -> None:
     assert before is not None and before.following == () and len(before.history) == 0
 
 
-def test_history_is_newest_first_bounded_and_padded() -> None:
+def test_history_is_newest_first_and_bounded() -> None:
     store = InMemoryViewerStore(max_history=3)
     store.add_user(1)
     for post_id in (10, 11, 12, 13):
-        store.record_engagement(1, Engagement(post_id, 100 + post_id, _actions(Action.REPLY), 2))
+        store.record_engagement(
+            1,
+            Engagement(post_id, 100 + post_id, _actions(Action.REPLY), 2, post_id * 1000, post_id),
+        )
     history = store.get(1).history  # type: ignore[union-attr]
     assert history.post_ids.tolist() == [13, 12, 11]
     assert history.author_ids.tolist() == [113, 112, 111]
+    assert history.surfaces.tolist() == [2, 2, 2]
+    assert history.served_ms.tolist() == [13000, 12000, 11000]
+    assert history.dwell_s.tolist() == [13.0, 12.0, 11.0]
     assert history.actions[:, Action.REPLY].all() and history.actions.sum() == 3
-    post, _, actions, surface = history.padded(5)
-    assert post.tolist() == [13, 12, 11, 0, 0] and surface.tolist() == [2, 2, 2, 0, 0]
-    assert actions.shape == (5, NUM_ACTIONS) and not actions[3:].any()
-    assert history.padded(2)[0].tolist() == [13, 12]
+    assert history.newest(5).post_ids.tolist() == [13, 12, 11]
+    assert history.newest(2).post_ids.tolist() == [13, 12]
     assert len(History.empty()) == 0 and History.empty().actions.shape == (0, NUM_ACTIONS)
 
 
@@ -126,8 +132,30 @@ def test_world_state_matches_the_world_tables(world_dir: Path) -> None:
         expected = [eng["post_id"][i] for _, i in sorted(acted)]
         history = state.viewers.get(viewer).history  # type: ignore[union-attr]
         assert history.post_ids.tolist() == expected
+        rows = [i for _, i in sorted(acted)]
+        assert history.served_ms.tolist() == [eng["served_ms"][i] for i in rows]
+        assert history.surfaces.tolist() == [eng["surface"][i] for i in rows]
+        np.testing.assert_allclose(history.dwell_s, [eng["dwell_time_s"][i] for i in rows])
     post = state.posts.get(world.posts.column("post_id")[0].as_py())
     assert post is not None and post.author_id == world.posts.column("author_id")[0].as_py()
+    # Profiles: the users table's columns, unknown for a user added later.
+    users = world.users.to_pydict()
+    for row in (0, len(users["user_id"]) // 2):
+        profile = state.viewers.get(users["user_id"][row]).profile  # type: ignore[union-attr]
+        for name in PROFILE_FIELDS:
+            assert np.asarray(getattr(profile, name)).tolist() == pytest.approx([users[name][row]])
+    state.viewers.add_user(1)
+    assert not any(np.any(v) for v in vars(state.viewers.get(1).profile).values())  # type: ignore[union-attr]
+    # Counts: every served row a view, every favorite/reply/repost/quote one more.
+    served = eng["post_id"]
+    for post_id in served[:200:40]:
+        rows = [i for i, p in enumerate(served) if p == post_id]
+        want = [sum(eng[a][i] for i in rows) for a in ("favorite", "reply", "repost", "quote")]
+        assert state.posts.counts(post_id).tolist() == [*want, len(rows)]
+    sids = world.posts.to_pydict()
+    coded = next(i for i, s in enumerate(sids["semantic_ids"]) if any(s))
+    cols = state.posts.columns(np.array([sids["post_id"][coded]]))
+    assert cols.sids[0].tolist() == sids["semantic_ids"][coded]
 
 
 def test_accounts_answer_for_a_whole_batch_and_follow_the_writes() -> None:
@@ -173,13 +201,15 @@ def test_a_snapshot_is_reused_until_a_write_touches_its_viewer() -> None:
 
 
 def test_posts_are_read_as_columns_by_id() -> None:
-    root = Post(5, 10, conversation_id=5, text="Café culture")
     reply = Post(9, 11, kind=REPLY, parent_id=5, conversation_id=5, is_video=True,
                  video_duration_s=12.3456)  # fmt: skip
     late = Post(7, 12, kind=REPOST, reposted_id=5, reposted_author_id=10)  # out of id order
-    store = InMemoryPostStore([root, reply], impressions={9: 4, 7: 2})
-    assert store.add(late)
-    store.add_impression(9)
+    root = Post(5, 10, conversation_id=5, text="Café culture", semantic_ids=(3, 4, 5))
+    store = InMemoryPostStore(
+        [root, reply], counts=(np.array([9, 7]), np.array([[1, 0, 0, 0, 4], [0, 0, 0, 1, 2]]))
+    )
+    assert store.add(late)  # its counts were kept for it
+    store.add_counts(9, engagement_counts(_actions(Action.FAVORITE, Action.QUOTE)))
     cols = store.columns(np.array([9, 7, 5, 6, 0]))
     assert cols.found.tolist() == [True, True, True, False, False]
     assert cols.author_id.tolist() == [11, 12, 10, 0, 0]
@@ -191,7 +221,10 @@ def test_posts_are_read_as_columns_by_id() -> None:
     assert cols.is_video.tolist() == [True, False, False, False, False]
     assert cols.video_ms.tolist() == [12346, 0, 0, 0, 0]
     assert cols.impressions.tolist() == [5, 2, 0, 0, 0]
-    assert store.impressions(9) == 5
+    assert cols.counts.tolist()[:2] == [[2, 0, 0, 1, 5], [0, 0, 0, 1, 2]]
+    assert store.counts(9).tolist() == [2, 0, 0, 1, 5]
+    assert cols.sids.shape == (5, SID_LEVELS) and cols.sids[2].tolist() == [3, 4, 5, 0, 0, 0]
+    assert not cols.sids[[0, 1, 3, 4]].any()  # no codes, or no post: missing
     assert store.token_lines(np.array([5, 6])).tolist() == [" cafe culture ", ""]
     store.delete(5)
     assert store.columns(np.array([5, 9])).found.tolist() == [False, True]
@@ -210,6 +243,6 @@ def test_a_recorded_engagement_goes_in_front_of_the_history_arrays() -> None:
     rebuilt = History.of([Engagement(13, 113, _actions(Action.SHARE), 1),
                           Engagement(12, 112, _actions(Action.SHARE), 1),
                           Engagement(11, 111, _actions(Action.REPLY), 2)])  # fmt: skip
-    for got, want in zip(history.padded(3), rebuilt.padded(3), strict=True):
-        assert np.array_equal(got, want)
+    for f in fields(History):
+        assert np.array_equal(getattr(history, f.name), getattr(rebuilt, f.name)), f.name
     assert history.actions.dtype == np.bool_ and history.post_ids.dtype == np.int64

@@ -29,7 +29,8 @@ def test_buckets_stop_at_the_model_limit() -> None:
 
 
 class Echo:
-    """Stands in for Triton: probabilities carry each candidate's post hash (row, first column)."""
+    """Stands in for Triton: the ranker's log probabilities are -column/100 and its continuous
+    outputs carry each candidate's post hash (row, first column) in every column."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
@@ -37,8 +38,11 @@ class Echo:
     async def __call__(self, model, arrays, outputs):  # type: ignore[no-untyped-def]
         self.calls.append((model, arrays))
         if model == RANKER:
+            assert tuple(outputs) == ("action_log_probs", "continuous")
             post = arrays["candidate_post_hash"][..., 0].astype(np.float32)
-            return [np.repeat(post[..., None], CONFIG.num_actions, axis=-1), post]
+            columns = -np.arange(CONFIG.num_action_columns, dtype=np.float32) / 100
+            log_probs = np.broadcast_to(columns, (*post.shape, len(columns)))
+            return [log_probs, np.repeat(post[..., None], CONFIG.num_continuous, axis=-1)]
         post = arrays["post_hash"][:, 0].astype(np.float32)
         return [np.repeat(post[:, None], CONFIG.emb_dim, axis=1)]
 
@@ -55,10 +59,14 @@ def _candidates(n: int) -> dict[str, np.ndarray]:
 def test_rank_pads_to_a_bucket_and_drops_the_padding() -> None:
     client, echo = _client(), Echo()
     client._infer = echo  # type: ignore[method-assign]
-    probs, dwell = asyncio.run(
+    probs, continuous = asyncio.run(
         client.rank({"user_hash": np.ones((1, 2), np.int64)}, _candidates(20))
     )
-    assert probs.shape == (20, CONFIG.num_actions) and dwell.tolist() == list(range(1, 21))
+    assert probs.shape == (20, CONFIG.num_action_columns)
+    want = np.exp(-np.arange(CONFIG.num_action_columns) / 100)
+    np.testing.assert_allclose(probs[7], want, rtol=1e-6)
+    assert continuous.shape == (20, CONFIG.num_continuous)
+    assert continuous[:, 1].tolist() == list(range(1, 21))
     ((model, sent),) = echo.calls
     assert model == RANKER and sent["candidate_post_hash"].shape == (1, 64, 2)
     assert not sent["candidate_post_hash"][0, 20:].any()  # padding rows are id 0
@@ -67,8 +75,8 @@ def test_rank_pads_to_a_bucket_and_drops_the_padding() -> None:
 def test_rank_splits_above_the_limit_and_keeps_the_order() -> None:
     client, echo = _client(max_candidates=100), Echo()
     client._infer = echo  # type: ignore[method-assign]
-    _, dwell = asyncio.run(client.rank({}, _candidates(230)))
-    assert dwell.tolist() == list(range(1, 231))
+    _, continuous = asyncio.run(client.rank({}, _candidates(230)))
+    assert continuous[:, 1].tolist() == list(range(1, 231))
     # 100 + 100 + 30, the last part padded to its bucket
     assert [sent["candidate_post_hash"].shape[1] for _, sent in echo.calls] == [100, 100, 64]
 
@@ -78,10 +86,16 @@ def test_post_embeddings_are_requested_in_max_batch_chunks() -> None:
     client._infer = echo  # type: ignore[method-assign]
     rows = np.arange(1, 8, dtype=np.int64)
     hashes = np.stack([rows, rows], axis=1)
-    embeddings = asyncio.run(client.embed_posts(hashes, hashes))
+    sids = np.tile(rows[:, None], (1, CONFIG.sid_levels))
+    embeddings = asyncio.run(
+        client.embed_posts({"post_hash": hashes, "author_hash": hashes, "sids": sids})
+    )
     assert embeddings[:, 0].tolist() == list(range(1, 8))
     assert [len(sent["post_hash"]) for _, sent in echo.calls] == [3, 3, 1]
-    empty = asyncio.run(client.embed_posts(hashes[:0], hashes[:0]))
+    assert [sent["sids"][:, 0].tolist() for _, sent in echo.calls] == [[1, 2, 3], [4, 5, 6], [7]]
+    empty = asyncio.run(
+        client.embed_posts({"post_hash": hashes[:0], "author_hash": hashes[:0], "sids": sids[:0]})
+    )
     assert empty.shape == (0, CONFIG.emb_dim)
 
 
