@@ -75,7 +75,7 @@ def test_provenance_names_checkpoint_config_and_taxonomy(
     assert weights_sha in text
     assert str(checkpoint_dir.resolve()) in text
     assert provenance["target"] == "cpu" and provenance["precision"] == "fp32"
-    assert tuple(provenance["action_columns"]) == ACTIONS
+    assert sorted(provenance["action_columns"]) == sorted(ACTIONS)
     assert provenance["model_config"] == json.loads(SMALL.model_dump_json())
 
 
