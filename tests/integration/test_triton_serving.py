@@ -222,7 +222,7 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(
     assert client.is_server_live() and client.is_model_ready(RANKER)
     arrays = _request(RANKER, batch=1, candidates=4, seed=12)
     got = _infer(client, protocol, RANKER, arrays, ["action_log_probs"])["action_log_probs"]
-    want = _expected(served.checkpoint, RANKER, arrays)["action_probs"]
+    want = _expected(served.checkpoint, RANKER, arrays)["action_log_probs"]
     np.testing.assert_allclose(got, want, rtol=0, atol=served.tolerance)
 
 

@@ -505,8 +505,8 @@ def test_in_process_pytorch_runs_a_locked_torch_runner_with_the_served_options(
     inputs, _ = model_io(RANKER, SMALL)
     with torch.no_grad():
         want = wrap(RANKER, checkpoint).eval()(*(torch.from_numpy(request[s.name]) for s in inputs))
-    assert got.shape == (1, 16, SMALL.num_actions)
-    np.testing.assert_allclose(got, want[0].numpy(), atol=1e-5)
+    assert got.shape == (1, 16, SMALL.num_action_columns)
+    np.testing.assert_allclose(got, np.exp(want[0].numpy()), atol=1e-5)  # probabilities
 
 
 def test_in_process_cpu_is_an_ort_session_without_a_lock(
