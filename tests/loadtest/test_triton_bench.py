@@ -528,7 +528,7 @@ def test_in_process_cpu_is_an_ort_session_without_a_lock(
 class FixedClient:
     """Stands in for HttpClient and GrpcClient: answers every request with `answer`."""
 
-    answer = np.zeros((1, 4, 2), dtype=np.float32)
+    answer = np.full((1, 4, 2), 0.5, dtype=np.float32)  # probabilities, as the clients answer
 
     def __init__(self, url: str, model: str) -> None:
         pass
@@ -547,15 +547,19 @@ def test_agreement_check_refuses_differences_over_the_precisions_tolerance(
     monkeypatch.setattr(runner_module, "HttpClient", FixedClient)
     monkeypatch.setattr(runner_module, "GrpcClient", FixedClient)
     want = FixedClient.answer + 0.01  # within bf16's bound, far over fp32's
+    # The in-process runtime answers log-probabilities (as the served model does); its client
+    # turns them into probabilities before they are compared.
+    log_want = np.log(want)
     in_process = InProcess(ConcurrencyProbe(0.0), "the probe", "cpu")
     check = runner_module.check_agreement
     tolerance = agreement_tolerance(precision)
     if precision == "fp32":
         refused = r"in-process the probe: max \|Δp\| = 0\.01 > 0\.0001"
         with pytest.raises(ServingError, match=refused):
-            check(in_process, "http", "grpc", {"x": want}, tolerance)
+            check(in_process, "http", "grpc", {"x": log_want}, tolerance)
     else:
-        assert check(in_process, "http", "grpc", {"x": want}, tolerance) == pytest.approx(0.01)
+        got = check(in_process, "http", "grpc", {"x": log_want}, tolerance)
+        assert got == pytest.approx(0.01, rel=1e-4)
     nan = np.full_like(want, np.nan)
     with pytest.raises(ServingError, match="nan"):
         check(in_process, "http", "grpc", {"x": nan}, tolerance)
