@@ -44,14 +44,44 @@ from torch import Tensor
 from phoenix.config import ModelConfig
 from phoenix.errors import InputError
 
+# Columns of `user_categorical` and `user_float` (X's UserCategoricalFeature and
+# UserFloatFeature): defined once, beside the NumPy packing that fills them; re-exported here.
+from phoenix.features import (
+    NUM_USER_CATEGORICAL as NUM_USER_CATEGORICAL,
+)
+from phoenix.features import (
+    NUM_USER_FLOAT as NUM_USER_FLOAT,
+)
+from phoenix.features import (
+    USER_AGE_BRACKET as USER_AGE_BRACKET,
+)
+from phoenix.features import (
+    USER_AGE_YEARS as USER_AGE_YEARS,
+)
+from phoenix.features import (
+    USER_COUNTRY as USER_COUNTRY,
+)
+from phoenix.features import (
+    USER_GENDER as USER_GENDER,
+)
+from phoenix.features import (
+    USER_INFERRED_GENDER as USER_INFERRED_GENDER,
+)
+from phoenix.features import (
+    USER_INFERRED_GENDER_SCORE as USER_INFERRED_GENDER_SCORE,
+)
+from phoenix.features import (
+    USER_LANGUAGE as USER_LANGUAGE,
+)
+from phoenix.features import (
+    USER_LATITUDE as USER_LATITUDE,
+)
+from phoenix.features import (
+    USER_LONGITUDE as USER_LONGITUDE,
+)
+
 INT_DTYPES = (torch.int64, torch.int32)
 
-#: Column of each user field in `user_categorical` (X's UserCategoricalFeature).
-USER_LANGUAGE, USER_COUNTRY, USER_GENDER, USER_AGE_BRACKET, USER_INFERRED_GENDER = 0, 1, 3, 4, 6
-NUM_USER_CATEGORICAL = 7
-#: Column of each user field in `user_float` (X's UserFloatFeature).
-USER_LONGITUDE, USER_LATITUDE, USER_INFERRED_GENDER_SCORE, USER_AGE_YEARS = 0, 1, 2, 3
-NUM_USER_FLOAT = 4
 #: Columns of `*_time`, `*_context` and `*_follow`.
 IMPRESSION_TS, CREATION_TS = 0, 1
 TIMEZONE, LOCAL_HOUR, DAY_OF_WEEK = 0, 1, 2
