@@ -1,4 +1,4 @@
-"""The lightweight request path (DESIGN.md section 2): Thunder, ANN retrieval, the in-network
+"""The lightweight request path (docs/DESIGN.md §2): Thunder, ANN retrieval, the in-network
 merge, filters, batched scoring calls to Triton, the ranking arithmetic and the HTTP API.
 
 Never imports PyTorch: it talks to Triton, NumPy and the ANN library. Built in a later issue; the

@@ -2,9 +2,9 @@
 window, in an ANN index, kept current as posts arrive, expire and are deleted.
 
 Only originals are searchable: out-of-network replies and reposts are filtered out before scoring
-anyway (DESIGN.md 7), so indexing them would only crowd the top-k. Replies are embedded too, into a
-side table beside the index, because the DPP diversity stage compares every candidate's embedding
-(a repost uses the reposted post's).
+anyway (docs/DESIGN.md §7), so indexing them would only crowd the top-k. Replies are embedded too,
+into a side table beside the index, because the DPP diversity stage compares every candidate's
+embedding (a repost uses the reposted post's).
 """
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ class FeedService:
         log.info("switched to model set %s (user tower, post index, ranker)", newest.version)
 
     def _filters(self) -> tuple[Filter, ...]:
-        """DESIGN.md 7's filters, then the scoring budget when one is set."""
+        """docs/DESIGN.md §7's filters, then the scoring budget when one is set."""
         filters = default_filters(int(self.settings.retention_hours * 3_600_000))
         if self.settings.scoring_budget is not None:
             filters = (*filters, ScoringBudget(self.settings.scoring_budget))

@@ -26,7 +26,7 @@ class OrchestratorSettings(BaseModel):
     scoring_budget: int | None = Field(
         default=None,
         ge=1,
-        description="most candidates sent to the ranker (None: every survivor, as DESIGN.md)",
+        description="most candidates sent to the ranker (None: every survivor, docs/DESIGN.md §2)",
     )
     max_history: int = Field(default=1024, ge=1, description="engagements kept per viewer")
     reconnect_s: float = Field(

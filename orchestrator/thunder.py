@@ -1,4 +1,4 @@
-"""Thunder: the in-memory store of recent in-network posts (DESIGN.md 6).
+"""Thunder: the in-memory store of recent in-network posts (docs/DESIGN.md §6).
 
 Per author Thunder keeps three newest-last lists of post ids: originals; replies and reposts; videos
 (a video original or a repost of a video, never a reply). A lookup walks each followed author's
@@ -89,7 +89,7 @@ class ThunderSettings(BaseModel):
 
 
 class Thunder:
-    """Recent posts per author, served to followers by the rules of DESIGN.md 6."""
+    """Recent posts per author, served to followers by the rules of docs/DESIGN.md §6."""
 
     def __init__(self, settings: ThunderSettings | None = None) -> None:
         self.settings = settings or ThunderSettings()
@@ -135,8 +135,8 @@ class Thunder:
         max_results: int | None = None,
         video: bool = False,
     ) -> list[Post]:
-        """In-network candidates for `viewer_id` at `now_ms`, newest first (DESIGN.md 6). A video
-        lookup (`video`) reads the video lists and returns at most `max_video_results` unless
+        """In-network candidates for `viewer_id` at `now_ms`, newest first (docs/DESIGN.md §6). A
+        video lookup (`video`) reads the video lists and returns at most `max_video_results` unless
         `max_results` says otherwise."""
         return self._lookup(
             viewer_id, following, now_ms, exclude, max_results, video, "_posts"

@@ -1,4 +1,4 @@
-"""Model configurations (DESIGN.md 4.7) as frozen, validated objects.
+"""Model configurations (docs/DESIGN.md §4.7) as frozen, validated objects.
 
 A `ModelConfig` fixes every shape in the ranker and both towers, so it is saved beside every
 checkpoint and exported model. Invalid values are refused with a `ConfigError` that names the field.

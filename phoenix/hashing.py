@@ -1,4 +1,4 @@
-"""Hashing 64-bit ids to rows of the shared embedding table (DESIGN.md 4.1).
+"""Hashing 64-bit ids to rows of the shared embedding table (docs/DESIGN.md §4.1).
 
 Each entity kind (user, post, author, IP address) has two hash functions into its own block of
 the table:

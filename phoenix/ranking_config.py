@@ -1,4 +1,4 @@
-"""Ranking weights and factors (DESIGN.md 5), as swappable configuration.
+"""Ranking weights and factors (docs/DESIGN.md §5), as swappable configuration.
 
 The ranker predicts probabilities; the feed order comes from a weighted sum of them followed by a
 new-author boost, author diversity, an out-of-network discount and a diversity re-ranking (a

@@ -1,4 +1,4 @@
-"""Snowflake ids: the creation time lives in the top bits (DESIGN.md 7).
+"""Snowflake ids: the creation time lives in the top bits (docs/DESIGN.md §7).
 
 `created_ms = (id >> 22) + TWITTER_EPOCH_MS`; the low 22 bits hold a worker and sequence number.
 Post ages (the 48 h retention and filter) are computed from the id alone.

@@ -1,4 +1,4 @@
-"""The ranker's one-pass form against its full-mask reference (DESIGN.md 4.4, docs/FIDELITY.md).
+"""The ranker's one-pass form vs its full-mask reference (docs/DESIGN.md §4.4, docs/FIDELITY.md).
 
 `PhoenixRanker.forward` computes a viewer's context (the two prefix tokens and the history) once
 and lets each candidate attend to the context keys plus its own key: O(S^2 + C*S).

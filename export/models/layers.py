@@ -1,4 +1,4 @@
-"""Transformer building blocks shared by the ranker and the user tower (DESIGN.md 4.3).
+"""Transformer building blocks shared by the ranker and the user tower (docs/DESIGN.md §4.3).
 
 A sequence is a *context* (the user token and the history, which attend to each other in both
 directions) followed by zero or more *candidates* (each attends to the valid context and to itself,

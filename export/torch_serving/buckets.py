@@ -4,7 +4,7 @@ A CUDA graph replays fixed shapes only, so the served model keeps one graph per 
 each call up to the smallest bucket that holds it. Padding is harmless by construction: a padded
 batch row is a separate viewer whose outputs are dropped, and a padded candidate (row 0, the
 padding row, everywhere) attends to the history and itself only, so the real candidates' scores
-do not change (candidate isolation, DESIGN.md 4.4).
+do not change (candidate isolation, docs/DESIGN.md §4.4).
 """
 
 from __future__ import annotations

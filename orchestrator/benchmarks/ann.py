@@ -5,7 +5,7 @@ one user embedding per feed request. This builds each backend over the same synt
 measures what matters for that: recall@k against the exact answer, queries per second one query
 per call (the serving pattern) and in batches, and how long loading the corpus takes.
 
-The corpus imitates a trained candidate tower (DESIGN.md 4.6): unit-norm vectors around ~1,000
+The corpus imitates a trained candidate tower (docs/DESIGN.md §4.6): unit-norm vectors around ~1,000
 random topic directions, topic popularity Zipf-like, each vector its topic's direction plus
 isotropic noise (cosine ~0.7 to its topic at the default noise). User embeddings are drawn the
 same way. Uniform random vectors would make every ANN look bad (no neighbourhood structure);

@@ -1,4 +1,4 @@
-"""`phoenix bench thunder`: how fast Thunder loads posts and answers lookups (DESIGN.md 6).
+"""`phoenix bench thunder`: how fast Thunder loads posts and answers lookups (docs/DESIGN.md §6).
 
 X claims sub-millisecond lookups from its Rust Thunder; this measures ours, pure Python over NumPy,
 on a synthetic store: N posts by M authors with heavy-tailed (lognormal) posting rates, about 80 %

@@ -1,2 +1,2 @@
 """The For You request path as small stages (sources, hydrators, filters, scorers, selector) run by
-one pipeline runner (DESIGN.md 2)."""
+one pipeline runner (docs/DESIGN.md §2)."""

@@ -1,10 +1,10 @@
 """An optional cap on the candidates sent to the ranker.
 
-DESIGN.md scores every candidate that survives the filters, which on a GPU is cheap. On a few CPU
-cores the ranker's cost grows with the candidate count (about 30 µs per candidate for `tiny` on
-one core), so a deployment there may cap it: the newest in-network posts and the best retrieved
-ones (by ANN score) are kept, `in_network_share` of the budget for the first when both sources
-have more than their share, the other source's unused share otherwise."""
+The request path (docs/DESIGN.md §2) ranks every candidate that survives the filters, which on a GPU
+is cheap. On a few CPU cores the ranker's cost grows with the candidate count (about 30 µs per
+candidate for `tiny` on one core), so a deployment there may cap it: the newest in-network posts and
+the best retrieved ones (by ANN score) are kept, `in_network_share` of the budget for the first when
+both sources have more than their share, the other source's unused share otherwise."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidate filters (DESIGN.md 7): the pre-scoring chain, in order, and X's conversation dedup.
+"""Candidate filters (docs/DESIGN.md §7): the pre-scoring chain and X's conversation dedup.
 
 Each filter is a small class with a `name` (its Prometheus label) and an `apply` that returns a
 boolean mask over a `Candidates` batch: True for the candidates it keeps. Filters read the batch's
@@ -23,7 +23,7 @@ from phoenix.snowflake import age_ms
 Bools = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]
 
-#: Posts older than this are dropped (Thunder's retention, DESIGN.md 6 and 7).
+#: Posts older than this are dropped (Thunder's retention, docs/DESIGN.md §6 and §7).
 DEFAULT_MAX_AGE_MS = 48 * 3600 * 1000
 
 
@@ -235,7 +235,7 @@ def dedup_conversations(keys: npt.ArrayLike, scores: npt.ArrayLike) -> I64:
 
 
 def default_filters(max_age_ms: int = DEFAULT_MAX_AGE_MS) -> tuple[Filter, ...]:
-    """The pre-scoring chain of DESIGN.md 7, in its order."""
+    """The pre-scoring chain of docs/DESIGN.md §7, in its order."""
     return (
         DuplicateFilter(),
         AuthorUnknownFilter(),

@@ -1,4 +1,4 @@
-"""The ranking arithmetic (DESIGN.md 5, docs/RANKING.md): predicted probabilities -> the feed order.
+"""The ranking arithmetic (docs/DESIGN.md §5, docs/RANKING.md): probabilities -> the feed order.
 
 The stages run in X's home-mixer order, each taking its numbers from a `RankingConfig`:
 

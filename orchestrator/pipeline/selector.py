@@ -1,7 +1,8 @@
-"""Selection (DESIGN.md 2 and 5): top posts -> one per conversation -> the page.
+"""Selection (docs/DESIGN.md §2 and §5): top posts -> one per conversation -> the page.
 
-DESIGN.md keeps the top 50, drops conversation duplicates and returns 35; here the request's limit
-replaces 35, and the top slice grows with it so a large page (up to 200) can still be filled.
+X keeps the top 50, drops conversation duplicates and returns 35; here (docs/DESIGN.md §5) the
+request's limit replaces 35, and the top slice grows with it so a large page (up to 200) can still
+be filled.
 """
 
 from __future__ import annotations

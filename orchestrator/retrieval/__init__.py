@@ -1,6 +1,6 @@
 """Out-of-network retrieval: the index of candidate-tower post embeddings that a user embedding is
-matched against (DESIGN.md 2, 4.6), behind one `VectorIndex` interface with four backends (exact
-NumPy, faiss IVF-Flat on the CPU, cuVS on a GPU, PyTorch exact on a GPU without cuVS).
+matched against (docs/DESIGN.md §2, §4.6), behind one `VectorIndex` interface with four backends
+(exact NumPy, faiss IVF-Flat on the CPU, cuVS on a GPU, PyTorch exact on a GPU without cuVS).
 `make_index("auto", dim=...)` picks the best this machine can run."""
 
 from orchestrator.retrieval.cuvs_index import CuvsIndex, cuvs_available

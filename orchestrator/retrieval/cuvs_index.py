@@ -18,11 +18,11 @@ Layout on the device, chosen by corpus size at each (re)build:
     tombstones pass `tombstone_fraction` of the graph, or the corpus falls to half of
     `cagra_min_size` (back to brute force).
 
-Scores: the rows a search returns are re-scored on the device with exact inner products (a gather
-of k rows per query). The returned scores are then exact, and do not depend on how a given cuVS
-version reports inner-product distances; cuVS releases whose CAGRA Python API has no metric
-argument build it over L2, which on the unit-norm candidate-tower outputs (DESIGN.md 4.6) orders
-posts exactly as the inner product does.
+Scores: the rows a search returns are re-scored on the device with exact inner products (a gather of
+k rows per query). The returned scores are then exact, and do not depend on how a given cuVS version
+reports inner-product distances; cuVS releases whose CAGRA Python API has no metric argument build
+it over L2, which on the unit-norm candidate-tower outputs (docs/DESIGN.md §4.6) orders posts
+exactly as the inner product does.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The interface every post index offers, the exact reference backend, and the factory.
 
-Out-of-network retrieval (DESIGN.md 2, 4.6) matches a unit-norm user embedding against the
+Out-of-network retrieval (docs/DESIGN.md §2, §4.6) matches a unit-norm user embedding against the
 candidate-tower embedding of every post inside the retention window and keeps the top k by inner
 product. Posts arrive one at a time or in small batches and leave when they expire or are deleted,
 so the index is mutable; searches run from several request threads at once.

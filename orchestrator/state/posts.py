@@ -1,8 +1,8 @@
 """Posts as the orchestrator sees them, and the store that hydrates candidates.
 
 A `Post` is immutable; the store keeps every known post plus the ids of deleted ones, so a delete
-wins over a create that arrives late (the same rule as Thunder's, DESIGN.md 6). Beside each post
-it keeps what changes: the post's engagement counts (favorites, replies, reposts, quotes and
+wins over a create that arrives late (the same rule as Thunder's, docs/DESIGN.md §6). Beside each
+post it keeps what changes: the post's engagement counts (favorites, replies, reposts, quotes and
 views, `phoenix.features.COUNT_NAMES`), which the ranker reads.
 
 The request path reads the store by whole arrays of ids (`columns`, `token_lines`): each post is

@@ -1,7 +1,7 @@
 """Start the `tritonserver` binary carried by the nvidia-pytriton wheel on a classic model
 repository, wait until every model in it is loaded, and stop it again without leaving a process.
 
-The wheel carries tritonserver 2.51 with the Python backend only (DESIGN.md section 9). To serve a
+The wheel carries tritonserver 2.51 with the Python backend only (docs/DESIGN.md §9). To serve a
 repository of our own with it:
 
 - its `--backend-directory` must hold `python/` with `libtriton_python.so` and the

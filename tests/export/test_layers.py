@@ -90,7 +90,7 @@ def naive_attention(
 
 
 def isolation_mask(ctx_valid: Tensor, num_candidates: int) -> Tensor:
-    """DESIGN.md 4.4 written out with loops."""
+    """docs/DESIGN.md §4.4 written out with loops."""
     b, ctx_len = ctx_valid.shape
     total = ctx_len + num_candidates
     mask = torch.zeros(b, total, total, dtype=torch.bool)

@@ -1,8 +1,8 @@
 """The whole request path against the real stack: `tritonserver` serving a freshly exported tiny
 repository, and the orchestrator's FastAPI app on uvicorn, called over HTTP.
 
-One stack for the module. The feed invariants of DESIGN.md 7 are checked on real feeds; posts are
-created and deleted through the API; Triton is stopped and restarted under the running service.
+One stack for the module. The feed invariants of docs/DESIGN.md §7 are checked on real feeds; posts
+are created and deleted through the API; Triton is stopped and restarted under the running service.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Pre-scoring filters and the conversation dedup (DESIGN.md 7): one test per rule, each with a
-candidate that must go and one that must stay, and the literal cases of X's filter tests
+"""Pre-scoring filters and the conversation dedup (docs/DESIGN.md §7): one test per rule, each with
+a candidate that must go and one that must stay, and the literal cases of X's filter tests
 (home-mixer/filters/*.rs) restated."""
 
 from __future__ import annotations

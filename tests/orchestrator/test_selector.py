@@ -1,4 +1,4 @@
-"""Selection (DESIGN.md 5): top 50 -> one post per conversation -> the request's limit."""
+"""Selection (docs/DESIGN.md §5): top 50 -> one post per conversation -> the request's limit."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`orchestrator.thunder`: one test per rule of DESIGN.md 6 on small hand-built stores, then the
-vectorised lookup against a literal, loop-by-loop reading of the spec on random stores."""
+"""`orchestrator.thunder`: one test per rule of docs/DESIGN.md §6 on small hand-built stores, then
+the vectorised lookup against a literal, loop-by-loop reading of the spec on random stores."""
 
 from __future__ import annotations
 
@@ -393,7 +393,7 @@ def reference_lookup(
     exclude: Collection[int] = (),
     video: bool = False,
 ) -> list[int]:
-    """DESIGN.md 6 walked post by post, with Thunder's documented choices."""
+    """docs/DESIGN.md §6 walked post by post, with Thunder's documented choices."""
     s = settings
     followed = list(dict.fromkeys(following[: s.max_followed]))
     kept: list[Post] = []

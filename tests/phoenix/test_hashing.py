@@ -1,5 +1,5 @@
-"""`phoenix.hashing` against the formula of DESIGN.md 4.1, evaluated here with Python ints, and
-against the hashes X's own code computed for the ids of its golden batches."""
+"""`phoenix.hashing` against the formula of docs/DESIGN.md §4.1, evaluated here with Python ints,
+and against the hashes X's own code computed for the ids of its golden batches."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from phoenix.hashing import Entity, HashLayout, IdHasher, hash_rows
 
 X_REFERENCE = Path(__file__).parents[1] / "data" / "x_reference"
 
-# DESIGN.md 4.1, copied by hand: (s_1, s_2), (b_1, b_2), M.
+# docs/DESIGN.md §4.1, copied by hand: (s_1, s_2), (b_1, b_2), M.
 DESIGN_PARAMS = {
     Entity.USER: ((196742702, 1852108266), (1935840681, 167407236), 2859568897),
     Entity.POST: ((2161410491, 1754358832), (1935840681, 167407236), 2361375383),

@@ -1,4 +1,4 @@
-"""The action taxonomy (DESIGN.md 4.5) and `RankingConfig` with the August 2026 weights (5)."""
+"""The action taxonomy (docs/DESIGN.md §4.5) and `RankingConfig`'s August 2026 weights (§5)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from phoenix.actions import (
 from phoenix.errors import ConfigError
 from phoenix.ranking_config import RankingConfig
 
-# DESIGN.md 4.5, in order.
+# docs/DESIGN.md §4.5, in order.
 DESIGN_ACTIONS = [
     "favorite",
     "reply",
@@ -48,7 +48,7 @@ DESIGN_ACTIONS = [
     "not_dwelled",
 ]
 
-# DESIGN.md 5, in the order written there.
+# docs/DESIGN.md §5, in the order written there.
 DESIGN_WEIGHTS = {
     "favorite": 0.5,
     "reply": 5.0,
