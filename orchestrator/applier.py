@@ -68,7 +68,10 @@ class Applier:
                     self.thunder.delete(post_id)
                     self.index.post_removed(post_id)
                 case Engaged():
-                    self.viewers.record_engagement(event.viewer_id, event.engagement())
+                    # Only impressions with an action form histories (as training and a
+                    # rebuild from the store read them); every one counts a view.
+                    if any(event.actions):
+                        self.viewers.record_engagement(event.viewer_id, event.engagement())
                     self.posts.add_counts(event.post_id, engagement_counts(event.actions))
                 case Related():
                     self._related(event)
