@@ -96,8 +96,16 @@ def load_state(
         for user_id in dataset.table("users").column("user_id").to_pylist():
             viewers.add_user(user_id)
         viewers.set_profiles(*profiles_of(dataset))
+    with step("follows"):
+        t = dataset.table("follows")
+        viewers.follow_many(
+            zip(
+                t.column("follower_id").to_pylist(),
+                t.column("followee_id").to_pylist(),
+                strict=True,
+            )
+        )
     for label, table, a, b, add in (
-        ("follows", "follows", "follower_id", "followee_id", viewers.follow),
         ("blocks", "blocks", "user_id", "blocked_id", viewers.block),
         ("mutes", "mutes", "user_id", "muted_id", viewers.mute),
         ("muted keywords", "muted_keywords", "user_id", "keyword", viewers.add_muted_keyword),
@@ -222,18 +230,13 @@ def _histories(
     surfaces = eng.column("surface").to_numpy()[order]
     served_ms = eng.column("served_ms").to_numpy()[order]
     dwell_s = eng.column("dwell_time_s").to_numpy()[order]
-    rows = actions[order]
     histories: dict[int, list[Engagement]] = {}
-    for i in range(len(order)):
-        post_id = int(post_ids[i])
-        histories.setdefault(int(viewer_ids[i]), []).append(
-            Engagement(
-                post_id=post_id,
-                author_id=author_of.get(post_id, 0),
-                actions=tuple(bool(x) for x in rows[i]),
-                surface=int(surfaces[i]),
-                served_ms=int(served_ms[i]),
-                dwell_s=float(dwell_s[i]),
-            )
+    columns = (
+        viewer_ids.tolist(), post_ids.tolist(), actions[order].tolist(), surfaces.tolist(),
+        served_ms.tolist(), dwell_s.tolist(),
+    )  # fmt: skip
+    for viewer_id, post_id, acts, surface, served, dwell in zip(*columns, strict=True):
+        histories.setdefault(viewer_id, []).append(
+            Engagement(post_id, author_of.get(post_id, 0), tuple(acts), surface, served, dwell)
         )
     return list(histories.items())
