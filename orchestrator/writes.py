@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass
 
 from orchestrator.state.events import (
@@ -31,14 +32,11 @@ class Clock:
     clock (monotonic, so a wall-clock step back never moves it back)."""
 
     def __init__(self, start_ms: int) -> None:
-        import time
-
         self._start_ms = start_ms
         self._t0 = time.monotonic()
-        self._monotonic = time.monotonic
 
     def now_ms(self) -> int:
-        return self._start_ms + int((self._monotonic() - self._t0) * 1000)
+        return self._start_ms + int((time.monotonic() - self._t0) * 1000)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ tables come from the durable store (`SqliteStore.load`) or straight from a synth
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -128,11 +129,7 @@ def load_state(
         for post_id in extras.deleted:
             posts.delete(post_id)
     bar.close()
-    now_ms = dataset.now_ms
-    if now_ms is None:
-        import time
-
-        now_ms = time.time_ns() // 1_000_000
+    now_ms = dataset.now_ms if dataset.now_ms is not None else time.time_ns() // 1_000_000
     return WorldState(viewers=viewers, posts=posts, now_ms=now_ms)
 
 
