@@ -126,3 +126,17 @@ def test_every_acknowledged_write_survives_kill_9(
     assert state.posts.counts(post["post_id"]).tolist() == [1, 0, 0, 0, 1]  # a favorite, a view
     assert state.posts.counts(hidden["post_id"]).tolist() == [0, 1, 0, 0, 0]  # the reply
     assert state.posts.is_deleted(gone["post_id"])
+
+
+def test_an_empty_data_directory_without_a_world_starts_with_no_users(
+    tmp_path: Path, phoenix_serve: ServeProcess
+) -> None:
+    process, url = phoenix_serve.start("--data", str(tmp_path / "data"), "--insecure")
+    with httpx.Client(base_url=url, timeout=30.0) as http:
+        refused = http.post("/v1/feed", json={"viewer_id": 1})
+        assert refused.status_code == 404 and "viewer_id" in refused.json()["detail"]
+        refused = http.post("/v1/posts", json={"author_id": 1, "text": "hello"})
+        assert refused.status_code == 404 and "author_id" in refused.json()["detail"]
+    out = phoenix_serve.stop(process)
+    assert "no users yet" in out
+    assert (tmp_path / "data" / "state.sqlite").is_file()
