@@ -57,17 +57,28 @@ RELATIONS = (
 
 @dataclass(frozen=True)
 class KnownIds:
-    """The users and posts a store already holds (None: none). Rows may refer to them; a dataset
-    may not add them again."""
+    """The users and posts a store already holds (None: none), and the posts deleted from it.
+    Rows may refer to stored users and posts; a dataset may not add any of them again, nor a
+    deleted post (a deleted post stays deleted)."""
 
     users: IdTest | None = None
     posts: IdTest | None = None
+    deleted_posts: IdTest | None = None
 
     @classmethod
-    def of(cls, users: Collection[int] = (), posts: Collection[int] = ()) -> KnownIds:
+    def of(
+        cls,
+        users: Collection[int] = (),
+        posts: Collection[int] = (),
+        deleted_posts: Collection[int] = (),
+    ) -> KnownIds:
         """From collections of ids."""
-        u, p = np.fromiter(users, np.int64), np.fromiter(posts, np.int64)
-        return cls(users=lambda ids: np.isin(ids, u), posts=lambda ids: np.isin(ids, p))
+        u, p, d = (np.asarray(list(c), np.int64) for c in (users, posts, deleted_posts))
+        return cls(
+            users=lambda ids: np.isin(ids, u),
+            posts=lambda ids: np.isin(ids, p),
+            deleted_posts=lambda ids: np.isin(ids, d),
+        )
 
 
 def check_tables(
@@ -124,6 +135,7 @@ class _Checker:
         self.tables, self.sources, self.p = tables, sources, problems
         self.stored_users = known.users or (lambda ids: np.zeros(len(ids), bool))
         self.stored_posts = known.posts or (lambda ids: np.zeros(len(ids), bool))
+        self.deleted_posts = known.deleted_posts or (lambda ids: np.zeros(len(ids), bool))
         self.user_ids = np.sort(_col(tables["users"], "user_id")) if "users" in tables else None
         self.post_ids = np.sort(_col(tables["posts"], "post_id")) if "posts" in tables else None
 
@@ -256,6 +268,12 @@ class _Checker:
         ids = self.ids("posts", "post_id")
         self.unique("posts", "post_id", ids)
         self.not_stored("posts", "post_id", ids, self.stored_posts)
+        p.rows(
+            src,
+            self.deleted_posts(ids),
+            "post_id",
+            lambda i: f"{ids[i]} was deleted from the store, and a deleted post stays deleted",
+        )
         created = snowflake.created_ms(ids)
         p.rows(
             src,

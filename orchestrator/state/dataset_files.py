@@ -40,13 +40,15 @@ def read_dataset(
     *,
     known: KnownIds | None = None,
     now_ms: int | None = None,
+    fallback_now_ms: int | None = None,
     progress: bool = False,
 ) -> Dataset:
     """Read and check the tables in `paths` (files, or directories of `*.parquet` / `*.jsonl`
     files; a world directory of `phoenix world` is one). `known` says which user and post ids a
     store already holds (rows may refer to them, and must not add them again). `now_ms` is the
     dataset's "now" (default: a world's `now_ms`, else None = the loader's clock); nothing may
-    happen after it. Raises `DatasetError` listing the first problems and counting all."""
+    happen after it; `fallback_now_ms` (e.g. a store's clock) is what the checks use when neither
+    is known. Raises `DatasetError` listing the first problems and counting all."""
     problems = Problems()
     files, world_now = _files(paths, problems)
     now = now_ms if now_ms is not None else world_now
@@ -57,7 +59,8 @@ def read_dataset(
         if table is not None:
             wide[name], sources[name] = table, source
     problems.raise_if_any()
-    wide = check_tables(wide, sources, known or KnownIds(), now, problems)
+    checks_now = now if now is not None else fallback_now_ms
+    wide = check_tables(wide, sources, known or KnownIds(), checks_now, problems)
     problems.raise_if_any()
     return Dataset({name: narrow(name, t) for name, t in wide.items()}, now_ms=now)
 

@@ -7,6 +7,11 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.state.dataset_checks import KnownIds
+    from orchestrator.state.sqlite_store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +67,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: pyarrow and the store are not needed for `phoenix --help`.
     from orchestrator.state.dataset_files import read_dataset
+    from orchestrator.state.sqlite_store import STORE_FILE, SqliteStore
 
     started = time.perf_counter()
-    dataset = read_dataset(args.paths, now_ms=args.now_ms, progress=not args.no_progress)
-    rows = {name: table.num_rows for name, table in sorted(dataset.tables.items())}
-    for name, count in rows.items():
-        log.info("%-15s %10d rows", name, count)
-    if args.check:
-        print(
-            f"checked {sum(rows.values())} rows of {len(rows)} tables in "
-            f"{time.perf_counter() - started:.1f} s: no problems (nothing written)"
+    exists = (args.data / STORE_FILE).is_file()
+    # --check creates nothing; without a store there is nothing to refer to.
+    store = None if args.check and not exists else SqliteStore.in_dir(args.data)
+    try:
+        known, clock = _stored(store)
+        dataset = read_dataset(
+            args.paths,
+            known=known,
+            now_ms=args.now_ms,
+            fallback_now_ms=clock,
+            progress=not args.no_progress,
         )
-        return 0
-    raise NotImplementedError("importing needs the durable store")  # wired after merging it
+        rows = {name: table.num_rows for name, table in sorted(dataset.tables.items())}
+        for name, count in rows.items():
+            log.info("%-15s %10d rows", name, count)
+        total = f"{sum(rows.values())} rows of {len(rows)} tables"
+        if args.check:
+            print(f"checked {total} in {time.perf_counter() - started:.1f} s: no problems")
+            return 0
+        store.import_dataset(dataset)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"loaded {total} into {args.data / STORE_FILE} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _stored(store: SqliteStore | None) -> tuple[KnownIds | None, int | None]:
+    """The ids the store holds (rows may refer to them, not add them) and its clock; nothing
+    for a store that is empty or absent."""
+    from orchestrator.state.dataset_checks import KnownIds
+
+    if store is None or store.is_empty():
+        return None, None
+    stored, extras = store.load()
+    return KnownIds.of(
+        users=stored.table("users").column("user_id").to_numpy(),
+        posts=stored.table("posts").column("post_id").to_numpy(),
+        deleted_posts=list(extras.deleted),
+    ), store.now_ms()
