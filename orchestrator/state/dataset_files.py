@@ -316,14 +316,14 @@ def _coerce(
         wrong = ~fine & ~nulls
         problems.rows(source, wrong, field.name, lambda i: _wrong("int", float(values[i])))
         kept = np.where(wrong | nulls, 0, values).astype(np.int64)
-        return pa.chunked_array([pa.array(kept, mask=nulls | wrong)])
+        return pa.chunked_array([pa.array(kept, mask=nulls)])  # wrong ones stop the load
     if want == "int" and have == "int" and column.type == pa.uint64():
         values = column.to_numpy(zero_copy_only=False)
         wrong = np.asarray(values > np.uint64(_INT64_MAX))
         problems.rows(
             source, wrong, field.name, lambda i: f"{values[i]} is out of the 64-bit integer range"
         )
-        return pc.if_else(pa.array(wrong), None, column).cast(pa.int64(), safe=False)
+        return column.cast(pa.int64(), safe=False)  # wrong ones stop the load
     if want == have or (want == "float" and have == "int"):
         return column.cast(_wide_of(field))
     problems.add(
@@ -363,6 +363,9 @@ def _fill(
     if column in DEFAULTS.get(table, {}):
         default = pa.scalar(DEFAULTS[table][column], values.type)
         return pc.if_else(pc.is_null(values), default, values)
+    if values.null_count == len(values) and not (reported is not None and len(reported)):
+        problems.add(source, None, column, "required column is missing")
+        return values
     nulls = values.is_null().to_numpy(zero_copy_only=False).copy()
     if reported is not None:
         nulls[reported] = False
