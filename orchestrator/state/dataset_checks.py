@@ -57,13 +57,15 @@ RELATIONS = (
 
 @dataclass(frozen=True)
 class KnownIds:
-    """The users and posts a store already holds (None: none), and the posts deleted from it.
-    Rows may refer to stored users and posts; a dataset may not add any of them again, nor a
-    deleted post (a deleted post stays deleted)."""
+    """The users and posts a store already holds (None: none), the posts deleted from it, and
+    the conversation of stored posts (ids -> conversation ids, 0 when unknown). Rows may refer
+    to stored users and posts (a reply to a stored post joins its conversation); a dataset may
+    not add any of them again, nor a deleted post (a deleted post stays deleted)."""
 
     users: IdTest | None = None
     posts: IdTest | None = None
     deleted_posts: IdTest | None = None
+    conversations: Callable[[I64], I64] | None = None
 
     @classmethod
     def of(
@@ -71,13 +73,22 @@ class KnownIds:
         users: Collection[int] = (),
         posts: Collection[int] = (),
         deleted_posts: Collection[int] = (),
+        conversations: Collection[int] | None = None,
     ) -> KnownIds:
-        """From collections of ids."""
-        u, p, d = (np.asarray(list(c), np.int64) for c in (users, posts, deleted_posts))
+        """From collections of ids; `conversations`, when given, is each post's (`posts` order)."""
+        u, p, d = (_array(c) for c in (users, posts, deleted_posts))
+        conv = _array(conversations) if conversations is not None else p
+        row_of = _rows_of(p)
+
+        def conversation(ids: I64) -> I64:
+            rows = row_of(ids)
+            return np.where(rows >= 0, conv[np.maximum(rows, 0)], 0) if len(p) else 0 * ids
+
         return cls(
             users=lambda ids: np.isin(ids, u),
             posts=lambda ids: np.isin(ids, p),
             deleted_posts=lambda ids: np.isin(ids, d),
+            conversations=conversation if conversations is not None else None,
         )
 
 
@@ -136,6 +147,7 @@ class _Checker:
         self.stored_users = known.users or (lambda ids: np.zeros(len(ids), bool))
         self.stored_posts = known.posts or (lambda ids: np.zeros(len(ids), bool))
         self.deleted_posts = known.deleted_posts or (lambda ids: np.zeros(len(ids), bool))
+        self.stored_conversations = known.conversations or (lambda ids: np.zeros_like(ids))
         self.user_ids = np.sort(_col(tables["users"], "user_id")) if "users" in tables else None
         self.post_ids = np.sort(_col(tables["posts"], "post_id")) if "posts" in tables else None
 
@@ -340,7 +352,7 @@ class _Checker:
         self, ids: np.ndarray, kind: np.ndarray, parent: np.ndarray, parent_row: np.ndarray
     ) -> np.ndarray:
         """Each post's conversation: its own id for an original or repost, its parent's for a
-        reply (whose parent is outside the dataset: then it must be given)."""
+        reply (whose parent is stored: the store's, or given when the store does not say)."""
         src, given = self.sources["posts"], _col(self.tables["posts"], "conversation_id")
         self.p.rows(src, given < 0, "conversation_id", "must be a post id, or 0 to derive it")
         reply = kind == REPLY
@@ -360,13 +372,21 @@ class _Checker:
             lambda i: f"an original or a repost starts its own: must be {ids[i]} or 0",
         )
         external = reply & ~linked & (parent > 0)
+        stored = np.zeros_like(ids)
+        stored[external] = self.stored_conversations(parent[external])
         self.p.rows(
             src,
-            external & (given == 0),
+            external & (given == 0) & (stored == 0),
             "conversation_id",
             "required for a reply whose parent is not in these files",
         )
-        base = np.where(own, ids, given)
+        self.p.rows(
+            src,
+            external & (given != 0) & (stored != 0) & (given != stored),
+            "conversation_id",
+            lambda i: f"{given[i]}, but the thread it replies in starts at {stored[i]}",
+        )
+        base = np.where(own, ids, np.where(given != 0, given, stored))
         expected = base[top]
         self.p.rows(
             src,
@@ -397,6 +417,10 @@ class _Checker:
         )
         self.range("engagements", "surface", *SURFACES)
         self.range("engagements", "dwell_time_s", 0.0, MAX_SECONDS)
+
+
+def _array(ids: Collection[int]) -> I64:
+    return np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), np.int64)
 
 
 def _rows_of(ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

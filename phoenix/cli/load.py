@@ -100,13 +100,19 @@ def run(args: argparse.Namespace) -> int:
 def _stored(store: SqliteStore | None) -> tuple[KnownIds | None, int | None]:
     """The ids the store holds (rows may refer to them, not add them) and its clock; nothing
     for a store that is empty or absent."""
+    import numpy as np
+
     from orchestrator.state.dataset_checks import KnownIds
 
     if store is None or store.is_empty():
         return None, None
     stored, extras = store.load()
+    posts = stored.table("posts")
+    ids = posts.column("post_id").to_numpy()
+    conversations = posts.column("conversation_id").to_numpy()
     return KnownIds.of(
         users=stored.table("users").column("user_id").to_numpy(),
-        posts=stored.table("posts").column("post_id").to_numpy(),
+        posts=ids,
         deleted_posts=list(extras.deleted),
+        conversations=np.where(conversations == 0, ids, conversations),
     ), store.now_ms()

@@ -197,7 +197,7 @@ def test_references_to_a_store_are_accepted_and_its_ids_not_added_again(tmp_path
     assert any("deleted" in p for p in found)
 
 
-def test_a_reply_to_a_stored_post_needs_its_conversation(tmp_path: Path) -> None:
+def test_a_reply_to_a_stored_post_joins_its_conversation(tmp_path: Path) -> None:
     stored = int(snowflake_id(T0 - 10_000))
     tables = changed("posts", 1, parent_id=stored)
     known = KnownIds.of(posts=[stored])
@@ -207,6 +207,16 @@ def test_a_reply_to_a_stored_post_needs_its_conversation(tmp_path: Path) -> None
     data = read_dataset([write_jsonl(tmp_path / "b", tables)], now_ms=NOW, known=known)
     conversations = data.table("posts").column("conversation_id").to_pylist()
     assert conversations == [P1, stored, P3, stored]  # the reply to the reply follows it
+    # When the store says which conversation its post is in, the reply joins that one.
+    root = int(snowflake_id(T0 - 20_000))
+    known = KnownIds.of(posts=[root, stored], conversations=[root, root])
+    data = read_dataset([write_jsonl(tmp_path / "c", changed("posts", 1, parent_id=stored))],
+                        now_ms=NOW, known=known)  # fmt: skip
+    conversations = data.table("posts").column("conversation_id").to_pylist()
+    assert conversations == [P1, root, P3, root]
+    tables = changed("posts", 1, parent_id=stored, conversation_id=stored)
+    found = problems_of(write_jsonl(tmp_path / "e", tables), known=known)
+    assert any(f":2: conversation_id: {stored}, but the thread" in p for p in found), found
 
 
 def test_problems_are_bounded_and_counted(tmp_path: Path) -> None:
