@@ -345,7 +345,7 @@ def _wide_of(field: pa.Field) -> pa.DataType:
 
 def _default(table: str, column: str, rows: int) -> pa.Array:
     field = TABLES[table].field(column)
-    return pa.array([DEFAULTS[table][column]] * rows, _wide_of(field))
+    return pa.repeat(pa.scalar(DEFAULTS[table][column], _wide_of(field)), rows)
 
 
 def _fill(
