@@ -314,3 +314,16 @@ def test_jsonl_and_parquet_give_the_same_dataset(world_dir: Path, tmp_path: Path
     # Floats went through JSON's decimal text: compare them with a tolerance, the rest exactly.
     lat = from_jsonl.table("users").column("latitude").to_numpy()
     np.testing.assert_allclose(lat, world.table("users").column("latitude").to_numpy(), rtol=1e-6)
+
+
+def test_the_examples_of_docs_data_md_load(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DATA.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    names = ["users", "follows", "blocks", "mutes", "muted_keywords", "posts", "engagements"]
+    assert len(blocks) == len(names)
+    for name, block in zip(names, blocks, strict=True):
+        (tmp_path / f"{name}.jsonl").write_text(block)
+    data = read_dataset([tmp_path])
+    assert {n: data.table(n).num_rows for n in names} == {
+        n: len(b.strip().splitlines()) for n, b in zip(names, blocks, strict=True)
+    }
