@@ -10,12 +10,13 @@ author).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from phoenix.actions import ACTIONS
+from phoenix.errors import PhoenixError
 from phoenix.world import schema as world
 
 #: The columns of each table, in order; `users` beyond `user_id` are X's profile fields
@@ -67,3 +68,35 @@ class Dataset:
     def table(self, name: str) -> pa.Table:
         """The rows of table `name` (an empty table when the dataset has none)."""
         return self.tables.get(name) or TABLES[name].empty_table()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset: in `file` (its name as given), at `row` (1-based: the
+    line of a JSONL file, the row of a Parquet file; None for the whole file or column), in
+    `field` (a column, or None)."""
+
+    file: str
+    row: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file}:{self.row}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class DatasetError(PhoenixError, ValueError):
+    """A dataset that cannot be loaded: the first problems found and how many there are in all.
+    Nothing of such a dataset is ever stored."""
+
+    def __init__(self, problems: Sequence[Problem], total: int | None = None) -> None:
+        self.problems = tuple(problems)
+        self.total = len(self.problems) if total is None else total
+        lines = [str(p) for p in self.problems]
+        if self.total > len(lines):
+            lines.append(f"... and {self.total - len(lines)} more")
+        noun = "problem" if self.total == 1 else "problems"
+        super().__init__(f"the dataset has {self.total} {noun}:\n  " + "\n  ".join(lines))

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "train",
     "evaluate",
     "import_x",
+    "load",
     "export",
     "triton",
     "serve",
