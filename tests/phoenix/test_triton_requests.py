@@ -1,4 +1,5 @@
-"""The smoke check's request builder and version lookup (no server needed)."""
+"""Requests and the served config as every client of Triton builds and reads them
+(`phoenix.triton.requests`), without a server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from phoenix.errors import ServingError
-from phoenix.triton.check import CHECK_CANDIDATES, latest_io, random_request
+from phoenix.triton.check import CHECK_CANDIDATES
+from phoenix.triton.requests import latest_io, request_from_io
 
 IO = {
     "inputs": [
@@ -23,8 +25,8 @@ IO = {
 }
 
 
-def test_random_request_respects_every_declared_range() -> None:
-    arrays = random_request(IO, np.random.default_rng(0))
+def test_request_from_io_respects_every_declared_range() -> None:
+    arrays = request_from_io(IO, np.random.default_rng(0), CHECK_CANDIDATES)
     assert list(arrays) == [spec["name"] for spec in IO["inputs"]]
     assert arrays["user_hash"].shape == (1, 2) and arrays["user_hash"].dtype == np.int64
     assert arrays["user_hash"].min() >= 65 and arrays["user_hash"].max() <= 99
@@ -36,8 +38,10 @@ def test_random_request_respects_every_declared_range() -> None:
     assert arrays["history_surface"].max() < 4 and arrays["history_surface"].min() >= 0
 
 
-def test_random_request_stays_under_the_candidate_limit() -> None:
-    arrays = random_request({**IO, "max_candidates": 3}, np.random.default_rng(0))
+def test_request_from_io_stays_under_the_candidate_limit() -> None:
+    arrays = request_from_io(
+        {**IO, "max_candidates": 3}, np.random.default_rng(0), CHECK_CANDIDATES
+    )
     assert arrays["candidate_post_hash"].shape == (1, 3, 2)
 
 
