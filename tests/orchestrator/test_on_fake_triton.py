@@ -92,6 +92,23 @@ async def _index(world: World, triton: PhoenixTriton) -> PostIndex:
     return index
 
 
+async def _pipeline(world: World, triton: PhoenixTriton) -> FeedPipeline:
+    """The feed pipeline as the service wires it: retrieval (over a fresh post index) and
+    Thunder, hydration, the default filters, the ranker, DPP on the index's embeddings."""
+    index = await _index(world, triton)
+    thunder = Thunder()
+    thunder.ingest_many(list(world.posts))
+    return FeedPipeline(
+        sources=(RetrievalSource(triton, index, world.features, k=20), ThunderSource(thunder)),
+        hydrator=PostHydrator(world.posts, world.viewers),
+        filters=default_filters(),
+        scorer=PhoenixScorer(triton, world.features),
+        ranking=RankingConfig(),
+        metrics=Metrics(),
+        embeddings=index.embeddings,
+    )
+
+
 def test_connect_reads_the_served_set_from_the_models_configs() -> None:
     models = model_set("tiny", max_candidates=48)
     served = asyncio.run(FakeTriton(FakeServer({3: models})).connect())
@@ -148,22 +165,7 @@ def test_a_feed_names_the_pinned_version_even_after_a_newer_one_appears() -> Non
 
     async def feeds() -> tuple[list[object], set[tuple[str, str]], str]:
         triton = FakeTriton(server)
-        pinned = triton.pinned(await triton.connect())
-        index = await _index(world, pinned)
-        thunder = Thunder()
-        thunder.ingest_many(list(world.posts))
-        pipeline = FeedPipeline(
-            sources=(
-                RetrievalSource(pinned, index, world.features, k=20),
-                ThunderSource(thunder),
-            ),
-            hydrator=PostHydrator(world.posts, world.viewers),
-            filters=default_filters(),
-            scorer=PhoenixScorer(pinned, world.features),
-            ranking=RankingConfig(),
-            metrics=Metrics(),
-            embeddings=index.embeddings,
-        )
+        pipeline = await _pipeline(world, triton.pinned(await triton.connect()))
         server.publish(2, model_set())
         with recorded_calls() as calls:
             result = await pipeline.run(world.query(limit=10))
@@ -182,18 +184,7 @@ def test_triton_down_degrades_the_feed_to_thunder() -> None:
     server = FakeServer()
 
     async def feed() -> object:
-        triton = await _connected(server)
-        index = await _index(world, triton)
-        thunder = Thunder()
-        thunder.ingest_many(list(world.posts))
-        pipeline = FeedPipeline(
-            sources=(RetrievalSource(triton, index, world.features), ThunderSource(thunder)),
-            hydrator=PostHydrator(world.posts, world.viewers),
-            filters=default_filters(),
-            scorer=PhoenixScorer(triton, world.features),
-            ranking=RankingConfig(),
-            metrics=Metrics(),
-        )
+        pipeline = await _pipeline(world, await _connected(server))
         server.down = True
         return await pipeline.run(world.query())
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from export.onnx.wrappers import model_io
-from phoenix.config import ModelConfig, get_config
+from phoenix.config import get_config
 from phoenix.errors import ServingError, TritonUnavailable
 from phoenix.serving import (
     CANDIDATE_TOWER,
-    MAX_CANDIDATES_PARAMETER,
     MODEL_CONFIG_PARAMETER,
     MODEL_NAMES,
     RANKER,
@@ -38,6 +37,7 @@ from phoenix.triton.requests import (
     served_models,
     served_ranker,
 )
+from tests.fakes.triton import ModelSet
 
 IO = {
     "inputs": [
@@ -98,21 +98,10 @@ CONFIG = get_config("tiny")
 TOWERS = CONFIG.retrieval_config()
 
 
-def _pbtxt(config: ModelConfig, max_candidates: int | None = None, batch: int = 8) -> dict:
-    """A model's config.pbtxt as Triton's model-config call answers it, with the exporter's
-    parameters."""
-    params = {MODEL_CONFIG_PARAMETER: {"string_value": config.model_dump_json()}}
-    if max_candidates is not None:
-        params[MAX_CANDIDATES_PARAMETER] = {"string_value": str(max_candidates)}
-    return {"max_batch_size": batch, "parameters": params}
-
-
 def test_the_served_set_gives_each_model_its_own_config() -> None:
-    configs = {
-        RANKER: _pbtxt(CONFIG, 512, batch=4),
-        USER_TOWER: _pbtxt(TOWERS, batch=16),
-        CANDIDATE_TOWER: _pbtxt(TOWERS, batch=1024),
-    }
+    batches = {RANKER: 4, USER_TOWER: 16, CANDIDATE_TOWER: 1024}
+    models = ModelSet(CONFIG, TOWERS, max_candidates=512, max_batch=batches)
+    configs = {name: models.pbtxt(name, "7")["config"] for name in MODEL_NAMES}
     served = served_models(configs, "7", "triton:8001")
     assert served.version == "7" and served.max_candidates == 512
     assert served.config == CONFIG and served.config_of(USER_TOWER) == TOWERS
@@ -124,7 +113,11 @@ def test_the_served_set_gives_each_model_its_own_config() -> None:
 @pytest.mark.parametrize(
     ("model", "config", "missing"),
     [
-        (RANKER, _pbtxt(CONFIG), "max_candidates"),
+        (
+            RANKER,
+            {"parameters": {MODEL_CONFIG_PARAMETER: {"string_value": CONFIG.model_dump_json()}}},
+            "max_candidates",
+        ),
         (USER_TOWER, {"parameters": {}}, "phoenix_model_config"),
         (
             CANDIDATE_TOWER,
@@ -144,7 +137,7 @@ def test_the_served_ranker_is_read_with_a_blocking_client() -> None:
     class Client:
         def get_model_config(self, model: str) -> dict:
             assert model == RANKER
-            return _pbtxt(CONFIG, 96)
+            return ModelSet(CONFIG, TOWERS, max_candidates=96).pbtxt(RANKER, "1")["config"]
 
     assert served_ranker(Client(), "triton:8000") == (CONFIG, 96)
 
