@@ -2,11 +2,11 @@
 
 What the served models expect (each model's config behind its id hashing and history length, the
 candidate limit, the batch limits) is read from Triton itself (`connect`), from the parameters the
-exporter writes into each config.pbtxt, so features always match the served version. The towers
-have their own config (X's two-tower geometry), so each model's inputs are hashed with its own.
+exporter writes into each config.pbtxt, so features always match the served version. Requests
+are built and the served config is read by `phoenix.triton.requests`, which the load test and
+the checks use too; this module adds the connection, versions, timeouts, metrics and failures.
 
-The ranker answers X's serving outputs: `action_log_probs` [C, 64] (log sigmoid, column i = X's
-ActionName i) and `continuous` [C, 8] (column 1 = dwell seconds); `rank` returns probabilities.
+The ranker answers X's serving outputs (log-probabilities); `rank` returns probabilities.
 
 The three models of one export share a version number (export.repository.build). `connect` and
 `newest_set` pick the newest version all three have ready, and `pinned` gives a client bound to
@@ -14,9 +14,8 @@ that set: each of its calls names the version, so one feed never mixes two expor
 while Triton serves the next set beside it.
 
 Ranker requests are padded to a few candidate-count buckets so that Triton's dynamic batcher can
-put several viewers' requests into one execution (requests batch only when their shapes agree);
-padding rows use id 0, which the model treats as padding, and candidate isolation means they do
-not change anyone's scores. Above the model's candidate limit a request is split.
+put several viewers' requests into one execution (`phoenix.triton.requests.ranker_requests`);
+above the model's candidate limit a request is split.
 
 Two kinds of failure (phoenix.errors): TritonUnavailable (no answer, or too late: the feed
 degrades; a circuit breaker, orchestrator.circuit, stops waiting for a Triton known to be down)
@@ -30,14 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import functools
-import json
 import logging
 import time
-from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -47,28 +42,28 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
-from phoenix.config import ModelConfig
 from phoenix.errors import TritonRefused, TritonUnavailable
 from phoenix.features import Arrays
-from phoenix.hashing import IdHasher
-from phoenix.serving import (
-    CANDIDATE_BUCKETS,
-    CANDIDATE_TOWER,
-    MAX_CANDIDATES_PARAMETER,
-    MODEL_CONFIG_PARAMETER,
-    MODEL_NAMES,
-    RANKER,
-    USER_TOWER,
+from phoenix.serving import CANDIDATE_BUCKETS, CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
+from phoenix.triton.requests import (
+    MODEL_OUTPUTS,
+    ServedModels,
+    bucket,
+    infer_inputs,
+    newest_complete_version,
+    ranker_requests,
+    requested_outputs,
+    served_models,
+    tower_requests,
 )
+
+__all__ = ["PhoenixTriton", "ServedModels", "TritonRefused", "TritonUnavailable", "recorded_calls"]
 
 log = logging.getLogger(__name__)
 
 #: Candidate counts a ranker request is padded up to (those above the model's limit are dropped).
 DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
-#: The ranker's outputs, X's: log sigmoid per action column, and the continuous outputs.
-RANKER_OUTPUTS = ("action_log_probs", "continuous")
-_TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
 #: gRPC statuses that mean Triton read the request and refused it (everything else: unavailable).
 _REFUSED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
 #: gRPC reconnects quickly after Triton comes back (the default backoff grows to 120 s).
@@ -88,35 +83,6 @@ def recorded_calls() -> Iterator[set[tuple[str, str]]]:
         yield calls
     finally:
         _CALLS.reset(token)
-
-
-@dataclass(frozen=True)
-class ServedModels:
-    """What the served models expect, as read from their config.pbtxt, and the version of the
-    set ("": whatever Triton serves as latest). `config` is the ranker's; `configs` holds each
-    model's own (a model missing there is served with the ranker's)."""
-
-    config: ModelConfig
-    max_candidates: int
-    max_batch: dict[str, int]
-    version: str = ""
-    configs: dict[str, ModelConfig] = field(default_factory=dict)
-
-    def config_of(self, model: str) -> ModelConfig:
-        return self.configs.get(model, self.config)
-
-    @functools.cached_property
-    def _hashers(self) -> dict[str, IdHasher]:
-        return {name: IdHasher(self.config_of(name)) for name in MODEL_NAMES}
-
-    def hasher_of(self, model: str) -> IdHasher:
-        """The id hasher of `model`'s inputs (built once per model set)."""
-        return self._hashers[model]
-
-    @property
-    def hasher(self) -> IdHasher:
-        """The ranker's."""
-        return self.hasher_of(RANKER)
 
 
 class PhoenixTriton:
@@ -206,19 +172,7 @@ class PhoenixTriton:
         except InferenceServerException as exc:
             reason = f"repository index: {_reason(exc)} (Triton at {self.url})"
             raise TritonUnavailable(reason) from exc
-        ready: dict[str, set[int]] = {name: set() for name in MODEL_NAMES}
-        for entry in index.get("models", []):
-            version = str(entry.get("version", ""))
-            if entry.get("name") in ready and entry.get("state") == "READY" and version.isdigit():
-                ready[entry["name"]].add(int(version))
-        common = set.intersection(*ready.values())
-        if not common:
-            found = "; ".join(f"{n}: {sorted(v) or 'none'}" for n, v in ready.items())
-            raise TritonUnavailable(
-                f"no version is ready in all three models at {self.url} ({found}); "
-                "phoenix export publishes the three under one version"
-            )
-        version = str(max(common))
+        version = newest_complete_version(index.get("models", []), self.url)
         if self._served is not None and self._served.version == version:
             return self._served
         configs = {}
@@ -230,28 +184,7 @@ class PhoenixTriton:
             except InferenceServerException as exc:
                 raise TritonUnavailable(f"{name}: {_reason(exc)} (Triton at {self.url})") from exc
             configs[name] = response["config"]
-        model_configs = {}
-        for name in MODEL_NAMES:
-            params = configs[name].get("parameters", {})
-            try:
-                model_configs[name] = ModelConfig.from_dict(
-                    json.loads(params[MODEL_CONFIG_PARAMETER]["string_value"])
-                )
-                if name == RANKER:
-                    max_candidates = int(params[MAX_CANDIDATES_PARAMETER]["string_value"])
-            except (KeyError, ValueError) as exc:
-                raise TritonUnavailable(
-                    f"{name} at {self.url} has no usable {MODEL_CONFIG_PARAMETER!r}"
-                    + (f" or {MAX_CANDIDATES_PARAMETER!r}" if name == RANKER else "")
-                    + f" parameter ({exc}); re-export it with phoenix export"
-                ) from exc
-        return ServedModels(
-            config=model_configs[RANKER],
-            max_candidates=max_candidates,
-            max_batch={name: int(c.get("max_batch_size", 1)) for name, c in configs.items()},
-            version=version,
-            configs=model_configs,
-        )
+        return served_models(configs, version, self.url)
 
     async def is_ready(self) -> bool:
         """Triton is up and all three models are ready."""
@@ -271,25 +204,20 @@ class PhoenixTriton:
     async def embed_users(self, history: Arrays) -> npt.NDArray[np.float32]:
         """User embeddings [B, D] for the packed `history_*` inputs of B viewers (hashed with
         the user tower's config)."""
-        (embedding,) = await self._infer(USER_TOWER, history, ("user_embedding",))
+        (embedding,) = await self._infer(USER_TOWER, history, MODEL_OUTPUTS[USER_TOWER])
         return embedding
 
     async def embed_posts(self, posts: Arrays) -> npt.NDArray[np.float32]:
         """Post embeddings [N, D] of `phoenix.features.pack_posts` arrays (`post_hash`,
         `author_hash`, `sids`, hashed with the candidate tower's config), in calls of at most
         the candidate tower's max batch."""
-        count = len(posts["post_hash"])
-        step = self.served.max_batch[CANDIDATE_TOWER]
+        requests = tower_requests(posts, self.served.max_batch[CANDIDATE_TOWER])
         calls = [
-            self._infer(
-                CANDIDATE_TOWER,
-                {k: v[i : i + step] for k, v in posts.items()},
-                ("post_embedding",),
-            )
-            for i in range(0, count, step)
+            self._infer(CANDIDATE_TOWER, request, MODEL_OUTPUTS[CANDIDATE_TOWER])
+            for request in requests
         ]
         if not calls:
-            return np.zeros((0, self.served.config_of(CANDIDATE_TOWER).emb_dim), np.float32)
+            return np.zeros((0, self.served.embedding_dim(CANDIDATE_TOWER)), np.float32)
         parts = await asyncio.gather(*calls)
         return np.concatenate([p[0] for p in parts])
 
@@ -299,37 +227,24 @@ class PhoenixTriton:
         """(probabilities [C, N_a] in X's action columns, continuous outputs [C, N_cont]) for
         one viewer (`user_*` and `history_*`, batch 1) and C candidates ([C, ...] arrays), in
         one call per `max_candidates` candidates."""
-        count = len(candidates["candidate_surface"])
-        limit = self.served.max_candidates
-        calls = []
-        for start in range(0, count, limit):
-            part = {k: v[start : start + limit] for k, v in candidates.items()}
-            size = len(part["candidate_surface"])
-            padded = self.bucket(size)
-            part = {k: _pad_rows(v, padded)[None] for k, v in part.items()}
-            calls.append(self._infer(RANKER, {**viewer, **part}, RANKER_OUTPUTS))
-        results = await asyncio.gather(*calls)
-        sizes = [min(limit, count - s) for s in range(0, count, limit)]
+        requests = ranker_requests(viewer, candidates, self.served.max_candidates, self._buckets)
+        results = await asyncio.gather(
+            *(self._infer(RANKER, request, MODEL_OUTPUTS[RANKER]) for request, _ in requests)
+        )
+        sizes = [size for _, size in requests]
         log_probs = np.concatenate([r[0][0][:n] for r, n in zip(results, sizes, strict=True)])
         continuous = np.concatenate([r[1][0][:n] for r, n in zip(results, sizes, strict=True)])
         return np.exp(log_probs), continuous
 
     def bucket(self, count: int) -> int:
         """The candidate count a request of `count` candidates is padded to."""
-        limit = self.served.max_candidates
-        buckets = [b for b in self._buckets if b < limit] + [limit]
-        return buckets[min(bisect_left(buckets, count), len(buckets) - 1)]
+        return bucket(count, self._buckets, self.served.max_candidates)
 
     async def _infer(
         self, model: str, arrays: Arrays, outputs: Sequence[str]
     ) -> list[npt.NDArray[np.float32]]:
-        inputs = []
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            tensor = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPES[array.dtype])
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+        inputs = infer_inputs(grpcclient, arrays)
+        requested = requested_outputs(grpcclient, outputs)
         self.breaker.before_call()
         version = "" if self._served is None else self._served.version
         calls = _CALLS.get()
@@ -361,14 +276,6 @@ class PhoenixTriton:
             self._metrics.triton_latency.labels(model).observe(time.perf_counter() - start)
         self.breaker.succeeded()
         return [result.as_numpy(name) for name in outputs]
-
-
-def _pad_rows(array: npt.NDArray, rows: int) -> npt.NDArray:
-    """`array` with zero rows appended up to `rows` (zero ids are padding to the model)."""
-    if len(array) == rows:
-        return array
-    pad = np.zeros((rows - len(array), *array.shape[1:]), array.dtype)
-    return np.concatenate([array, pad])
 
 
 def _reason(exc: InferenceServerException) -> str:

@@ -1,5 +1,6 @@
 """The requests every case sends and the three ways to send one: in-process (an ONNX Runtime
 session or a PyTorch `TorchRunner`, as the served model runs), and Triton over HTTP and gRPC.
+Requests are packed and sent as the orchestrator's are (`phoenix.triton.requests`).
 Each client is used by one thread; all answer with the action probabilities (exp of the served
 log-probabilities, so the paths are compared on one scale)."""
 
@@ -14,11 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
-from loadtest.triton_bench.settings import GRPC, HTTP, OUTPUTS, REQUEST_TIMEOUT_S, Request
+from loadtest.triton_bench.settings import GRPC, HTTP, REQUEST_TIMEOUT_S, Request
 from phoenix.config import ModelConfig
 from phoenix.errors import ServingError
+from phoenix.triton.requests import RANKER_OUTPUTS, infer, random_ranker_request
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -28,17 +30,8 @@ if TYPE_CHECKING:
 
 def make_request_pool(config: ModelConfig, candidates: int, size: int, seed: int) -> list[Request]:
     """`size` random valid ranker requests: batch 1, every history slot valid, numpy arrays."""
-    import torch
-
-    from export.onnx.wrappers import RANKER, example_inputs, model_io
-
-    specs, _ = model_io(RANKER, config)
-    generator = torch.Generator().manual_seed(seed)
-    pool = []
-    for _ in range(size):
-        tensors = example_inputs(RANKER, config, 1, candidates, generator)
-        pool.append({s.name: t.numpy() for s, t in zip(specs, tensors, strict=True)})
-    return pool
+    rng = np.random.default_rng(seed)
+    return [random_ranker_request(config, candidates, rng) for _ in range(size)]
 
 
 class Client(Protocol):
@@ -76,9 +69,9 @@ class InProcessClient:
 
     def infer(self, request: Request) -> np.ndarray:
         if self._lock is None:
-            return np.exp(self._runtime.run(list(OUTPUTS), request)[0])
+            return np.exp(self._runtime.run(list(RANKER_OUTPUTS), request)[0])
         with self._lock:
-            return np.exp(self._runtime.run(list(OUTPUTS), request)[0])
+            return np.exp(self._runtime.run(list(RANKER_OUTPUTS), request)[0])
 
     def close(self) -> None:
         pass
@@ -92,21 +85,13 @@ class HttpClient:
         self._client = triton_http.InferenceServerClient(
             url, concurrency=1, connection_timeout=timeout_s, network_timeout=timeout_s
         )
-        self._outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in OUTPUTS]
 
     def infer(self, request: Request) -> np.ndarray:
-        inputs = []
-        for name, array in request.items():
-            tensor = triton_http.InferInput(
-                name, list(array.shape), np_to_triton_dtype(array.dtype)
-            )
-            tensor.set_data_from_numpy(array, binary_data=True)
-            inputs.append(tensor)
         try:
-            result = self._client.infer(self._model, inputs, outputs=self._outputs)
+            result = infer(self._client, triton_http, self._model, request, RANKER_OUTPUTS)
         except InferenceServerException as exc:
             raise ServingError(f"{HTTP} {self._model}: {exc}") from exc
-        return np.exp(result.as_numpy(OUTPUTS[0]))
+        return np.exp(result[RANKER_OUTPUTS[0]])
 
     def close(self) -> None:
         self._client.close()
@@ -119,23 +104,20 @@ class GrpcClient:
         self._model = model
         self._timeout_s = timeout_s
         self._client = triton_grpc.InferenceServerClient(url)
-        self._outputs = [triton_grpc.InferRequestedOutput(name) for name in OUTPUTS]
 
     def infer(self, request: Request) -> np.ndarray:
-        inputs = []
-        for name, array in request.items():
-            tensor = triton_grpc.InferInput(
-                name, list(array.shape), np_to_triton_dtype(array.dtype)
-            )
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
         try:
-            result = self._client.infer(
-                self._model, inputs, outputs=self._outputs, client_timeout=self._timeout_s
+            result = infer(
+                self._client,
+                triton_grpc,
+                self._model,
+                request,
+                RANKER_OUTPUTS,
+                client_timeout=self._timeout_s,
             )
         except InferenceServerException as exc:
             raise ServingError(f"{GRPC} {self._model}: {exc}") from exc
-        return np.exp(result.as_numpy(OUTPUTS[0]))
+        return np.exp(result[RANKER_OUTPUTS[0]])
 
     def close(self) -> None:
         self._client.close()

@@ -19,7 +19,6 @@ from phoenix.machine import usable_cpus
 IN_PROCESS, HTTP, GRPC = "in-process", "HTTP", "gRPC"
 #: The model Triton batches dynamically, and its twin without a batcher.
 BATCHED, UNBATCHED = "phoenix_ranker", "phoenix_ranker_nobatch"
-OUTPUTS = ("action_log_probs", "continuous")
 #: Largest |Δ probability| (exp of the served log-probabilities) accepted between the paths in
 #: fp32; beyond it something is broken.
 AGREEMENT_TOLERANCE = 1e-4

@@ -16,11 +16,11 @@ import tritonclient.http as httpclient
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.onnx.wrappers import RANKER, model_io, wrap
 from export.repository.build import ExportSettings, export_repository
-from loadtest.ranker_request import infer_ranker, ranker_request, served_ranker
 from loadtest.run import LoadTestSettings, run_locust
 from loadtest.viewer_mix import ViewerMix
 from orchestrator.local_stack import LocalStack
 from phoenix.config import get_config
+from phoenix.triton.requests import infer, random_ranker_request, served_ranker
 from phoenix.world.generate import generate_world
 from phoenix.world.io import load_world
 from phoenix.world.spec import WorldSpec
@@ -83,10 +83,10 @@ def test_a_short_feed_run_has_no_failures_and_every_request_type(
 def test_the_triton_user_gets_pytorchs_probabilities(deployed: Deployed, stack: LocalStack) -> None:
     client = httpclient.InferenceServerClient(stack.triton.endpoints.http)
     try:
-        config, limit = served_ranker(client)
+        config, limit = served_ranker(client, stack.triton.endpoints.http)
         assert config == deployed.checkpoint.config and limit == 512
-        arrays = ranker_request(config, 48, np.random.default_rng(0))
-        served = infer_ranker(client, arrays)
+        arrays = random_ranker_request(config, 48, np.random.default_rng(0))
+        served = infer(client, httpclient, RANKER, arrays)
     finally:
         client.close()
     model = wrap(RANKER, deployed.checkpoint).eval()

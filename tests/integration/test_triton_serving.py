@@ -30,6 +30,7 @@ from export.repository.model_config import MODEL_FILES, Target
 from phoenix.cli import main
 from phoenix.config import get_config
 from phoenix.triton.check import CHECK_CANDIDATES, check_model
+from phoenix.triton.requests import infer
 from phoenix.triton.server import TritonServer
 
 pytestmark = pytest.mark.triton
@@ -91,20 +92,8 @@ def served(
 
 
 def _infer(client, protocol: str, model: str, arrays: dict[str, np.ndarray], outputs: list[str]):  # type: ignore[no-untyped-def]
-    """One request; returns {output name: array}."""
-    module = CLIENTS[protocol]
-    inputs = []
-    for name, array in arrays.items():
-        tensor = module.InferInput(name, list(array.shape), _triton_dtype(array))
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    requested = [module.InferRequestedOutput(name) for name in outputs]
-    result = client.infer(model, inputs, outputs=requested)
-    return {name: result.as_numpy(name) for name in outputs}
-
-
-def _triton_dtype(array: np.ndarray) -> str:
-    return {np.dtype("int64"): "INT64", np.dtype("float32"): "FP32"}.get(array.dtype, "FP64")
+    """One request, as every client of Triton sends one; returns {output name: array}."""
+    return infer(client, CLIENTS[protocol], model, arrays, outputs)
 
 
 def _request(model: str, batch: int = 2, candidates: int = 16, seed: int = 0) -> dict:

@@ -1,22 +1,23 @@
-"""The retrieval corpus: which posts are indexed, search, removal and expiry (Triton's candidate
-tower replaced by a deterministic embedding)."""
+"""The retrieval corpus: which posts are indexed, search, removal and expiry (against the fake
+Triton of tests/fakes, whose candidate tower embeds a post as `post_vector` of its hash)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import numpy as np
+import pytest
 
 from orchestrator.post_index import PostIndex
 from orchestrator.retrieval import make_index
 from orchestrator.state.posts import Post
-from orchestrator.triton_client import ServedModels
 from phoenix.config import get_config
 from phoenix.features import pack_posts
 from phoenix.hashing import IdHasher
-from phoenix.serving import CANDIDATE_TOWER, RANKER, USER_TOWER
+from phoenix.serving import CANDIDATE_TOWER
 from phoenix.snowflake import snowflake_id
 from phoenix.world.schema import REPLY, REPOST
+from tests.fakes.triton import FakeServer, FakeTriton, ModelSet, post_vector
 
 CONFIG = get_config("tiny")
 NOW = 1_780_000_000_000
@@ -29,41 +30,30 @@ TOWERS = CONFIG.with_overrides(
 )
 
 
-class FakeTriton:
-    """Embeds a post as the unit vector on axis (post hash % D); keeps what it was sent."""
-
-    served = ServedModels(
-        CONFIG,
-        64,
-        {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 4},
-        configs={RANKER: CONFIG, USER_TOWER: TOWERS, CANDIDATE_TOWER: TOWERS},
-    )
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, np.ndarray]] = []
-
-    async def embed_posts(self, posts: dict[str, np.ndarray]) -> np.ndarray:
-        self.sent.append(posts)
-        post_hash = posts["post_hash"]
-        vectors = np.zeros((len(post_hash), CONFIG.emb_dim), np.float32)
-        vectors[np.arange(len(post_hash)), post_hash[:, 0] % CONFIG.emb_dim] = 1.0
-        return vectors
-
-
 def _post(hours_ago: float, seq: int, kind: int = 0, sids: tuple[int, ...] = ()) -> Post:
     post_id = int(snowflake_id(NOW - int(hours_ago * HOUR), seq))
     return Post(post_id, author_id=7, kind=kind, semantic_ids=sids)
 
 
-def _index(triton: FakeTriton | None = None) -> PostIndex:
-    return PostIndex(make_index("exact", dim=CONFIG.emb_dim), triton or FakeTriton())  # type: ignore[arg-type]
+def _index(server: FakeServer | None = None) -> PostIndex:
+    triton = FakeTriton(server or FakeServer({1: ModelSet(CONFIG, TOWERS)}))
+    asyncio.run(triton.connect())
+    return PostIndex(make_index("exact", dim=CONFIG.emb_dim), triton)
+
+
+def _vector(post: Post) -> np.ndarray:
+    """What the fake candidate tower answers for `post` (hashed with the towers' config)."""
+    post_hash = IdHasher(TOWERS).posts(np.array([post.post_id]))[:, 0]
+    return post_vector(post_hash, CONFIG.emb_dim)[0]
 
 
 def test_the_candidate_tower_gets_its_own_packing_of_the_posts() -> None:
-    triton = FakeTriton()
+    server = FakeServer({1: ModelSet(CONFIG, TOWERS)})
     posts = [_post(1, 0, sids=(5, 6, 7, 8, 9, 10)), _post(1, 1), _post(1, 2, REPLY, (300, 1))]
-    asyncio.run(_index(triton).add(posts))
-    (sent,) = triton.sent
+    asyncio.run(_index(server).add(posts))
+    (request,) = server.requests
+    assert request.model == CANDIDATE_TOWER
+    sent = request.arrays
     hasher = IdHasher(TOWERS)
     want = pack_posts(
         hasher,
@@ -93,12 +83,10 @@ def test_added_posts_are_found_and_removed_ones_are_not() -> None:
     posts = [_post(1, i) for i in range(10)] + [_post(1, 10, REPLY)]
     assert asyncio.run(index.add(posts)) == 10  # the reply is not searchable
     assert len(index) == 10
-    hasher = IdHasher(TOWERS)
     target = posts[3]
-    query = np.zeros(CONFIG.emb_dim, np.float32)
-    query[hasher.posts(np.array([target.post_id]))[0, 0] % CONFIG.emb_dim] = 1.0
+    query = _vector(target)
     ids, scores = index.search(query, 3)
-    assert target.post_id in ids.tolist() and scores[0] == 1.0
+    assert ids[0] == target.post_id and scores[0] == pytest.approx(1.0)
     assert index.remove([target.post_id]) == 1
     ids, _ = index.search(query, 10)
     assert target.post_id not in ids.tolist()
@@ -119,7 +107,8 @@ def test_embeddings_of_originals_and_replies_for_dpp() -> None:
     asyncio.run(index.add([original, reply]))
     vectors, found = index.embeddings(np.array([reply.post_id, never.post_id, original.post_id]))
     assert found.tolist() == [True, False, True]
-    assert vectors[0].sum() == 1.0 and vectors[1].sum() == 0.0 and vectors[2].sum() == 1.0
+    np.testing.assert_allclose(vectors[[0, 2]], [_vector(reply), _vector(original)], rtol=1e-6)
+    assert not vectors[1].any()
     ids, _ = index.search(vectors[0], 10)
     assert reply.post_id not in ids.tolist()
     index.remove([reply.post_id])
