@@ -466,11 +466,14 @@ def test_healthz_stays_fast_while_large_bodies_are_parsed(stack: Stack) -> None:
     all_wrong = json.dumps({"viewer_id": 1, "seen_ids": ["x"] * 9999, "served_ids": [-1] * 9999})
     stop = threading.Event()
     answered: list[int] = []
+    refusal_s: list[float] = []  # how long one large body takes to be refused, under this load
 
     def hammer(body: bytes) -> None:
         with httpx.Client(base_url=stack.local.url, headers=stack.local.headers) as client:
             while not stop.is_set():
+                start = time.perf_counter()
                 r = client.post(_FEED, content=body, headers={"content-type": "application/json"})
+                refusal_s.append(time.perf_counter() - start)
                 answered.append(r.status_code)
 
     bodies = [too_many, all_wrong.encode()] * 2
@@ -490,8 +493,13 @@ def test_healthz_stays_fast_while_large_bodies_are_parsed(stack: Stack) -> None:
         for t in threads:
             t.join(30)
     assert answered and set(answered) == {422}
-    # Before parsing moved off the event loop: median 0.43 s, max 0.62 s on 2 cores.
-    assert statistics.median(latencies) < 0.1, f"/healthz: {sorted(latencies)}"
+    # A stalled event loop makes /healthz wait behind a parse: before parsing moved off the loop,
+    # its median was 0.43 s against about 1 s per refusal on 2 cores (0.4 of one). Measured
+    # against the refusals of the same run, so a busy machine slows both sides alike.
+    refusal = statistics.median(refusal_s)
+    assert statistics.median(latencies) < 0.2 * refusal, (
+        f"/healthz: {sorted(latencies)}; one refusal: {refusal:.3f} s"
+    )
 
 
 def test_writes_need_a_token_and_act_only_as_its_user(stack: Stack) -> None:
