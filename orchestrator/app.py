@@ -36,8 +36,9 @@ from orchestrator.schemas import (
     PostResponse,
     RelationRequest,
 )
-from orchestrator.service import FeedService, NewPost
+from orchestrator.service import FeedService
 from orchestrator.state.posts import Post
+from orchestrator.writes import NewPost
 from phoenix.actions import ACTIONS
 from phoenix.errors import NotFound
 from phoenix.world.schema import POST_KINDS
@@ -137,7 +138,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
     ) -> PostResponse:
         """Create a post; it streams into Thunder and the retrieval index at once."""
         caller.act_as("author_id", body.author_id)
-        post = await service.create_post(NewPost(**body.model_dump()))
+        post = await service.writes.create_post(NewPost(**body.model_dump()))
         return _post_response(post)
 
     @app.delete(
@@ -155,7 +156,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
         if post is None:
             raise NotFound("post_id", post_id)
         caller.act_as("post_id", post.author_id)
-        return _post_response(service.delete_post(post_id))
+        return _post_response(await service.writes.delete_post(post_id))
 
     @app.post(
         "/v1/engagements",
@@ -168,7 +169,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
         """Append an engagement to the viewer's history (the ranker reads it next request)."""
         caller.act_as("viewer_id", body.viewer_id)
         wanted = set(body.actions)
-        service.engage(
+        await service.writes.engage(
             body.viewer_id,
             body.post_id,
             tuple(a in wanted for a in ACTIONS),
@@ -189,7 +190,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
     async def add_keyword(body: MutedKeywordRequest, caller: Principal = authenticated) -> Changed:
         """Mute a word or phrase (case-insensitive, whole words)."""
         caller.act_as("viewer_id", body.viewer_id)
-        return Changed(changed=service.muted_keyword(body.viewer_id, body.keyword))
+        return Changed(changed=await service.writes.muted_keyword(body.viewer_id, body.keyword))
 
     @app.delete(
         "/v1/muted_keywords",
@@ -201,7 +202,9 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
         body: MutedKeywordRequest, caller: Principal = authenticated
     ) -> Changed:
         caller.act_as("viewer_id", body.viewer_id)
-        return Changed(changed=service.muted_keyword(body.viewer_id, body.keyword, remove=True))
+        return Changed(
+            changed=await service.writes.muted_keyword(body.viewer_id, body.keyword, remove=True)
+        )
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -233,11 +236,14 @@ def _relation_routes(app: FastAPI, service: FeedService, relation: str, authenti
 
     async def create(body: RelationRequest, caller: Principal = authenticated) -> Changed:  # type: ignore[valid-type]
         caller.act_as("viewer_id", body.viewer_id)
-        return Changed(changed=service.relate(relation, body.viewer_id, body.target_id))
+        return Changed(
+            changed=await service.writes.relate(relation, body.viewer_id, body.target_id)
+        )
 
     async def remove(body: RelationRequest, caller: Principal = authenticated) -> Changed:  # type: ignore[valid-type]
         caller.act_as("viewer_id", body.viewer_id)
-        return Changed(changed=service.relate(relation, body.viewer_id, body.target_id, undo=True))
+        changed = await service.writes.relate(relation, body.viewer_id, body.target_id, undo=True)
+        return Changed(changed=changed)
 
     responses = error_responses(*_WRITE_ERRORS, 409)
     app.post(

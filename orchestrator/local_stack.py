@@ -19,7 +19,7 @@ import uvicorn
 
 from orchestrator.app import KEEP_ALIVE_S, create_app
 from orchestrator.auth import SERVICE, Authenticator, TokenOwner, new_token
-from orchestrator.service import FeedService
+from orchestrator.build import build_service
 from orchestrator.settings import OrchestratorSettings
 from phoenix.errors import ServingError
 from phoenix.machine import usable_cpus
@@ -79,13 +79,16 @@ class AppServer:
 class LocalStack:
     """Triton, supervised (restarted when it dies, counted in the orchestrator's
     phoenix_triton_restarts_total), plus the orchestrator. `triton_grpc_port` is fixed at
-    construction, so a test can stop Triton and start it again where the orchestrator expects it."""
+    construction, so a test can stop Triton and start it again where the orchestrator expects it.
+    The orchestrator's state is the data directory `data` (`world` imported first when it is
+    empty: `orchestrator.build.open_store`)."""
 
     def __init__(
         self,
         repository: Path,
-        world: Path,
         *,
+        data: Path,
+        world: Path | None = None,
         port: int = 0,
         host: str = "127.0.0.1",
         tokens: Mapping[str, TokenOwner] | None = None,
@@ -93,9 +96,9 @@ class LocalStack:
     ) -> None:
         self.triton_grpc_port = free_port()
         self.settings = OrchestratorSettings(
-            world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings
+            data=data, world=world, triton_url=f"127.0.0.1:{self.triton_grpc_port}", **settings
         )
-        self.service = FeedService(self.settings)
+        self.service = build_service(self.settings)
         self.triton = TritonSupervisor(
             TritonServer(
                 repository,

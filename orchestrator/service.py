@@ -1,5 +1,7 @@
 """The feed service: the stores, Thunder, the post index and the Triton client wired into the
-pipeline, and the writes that keep them in step (posts, deletes, engagements, the social graph).
+pipeline. Writes go through `writes` (`orchestrator.writes`: the rules, then the journal) and
+reach memory through `applier` (`orchestrator.applier`), which tells the service of each post
+to embed into, or drop from, the post index.
 
 The service starts even when Triton is not there: it answers degraded feeds while a background task
 keeps trying to connect; once Triton answers it builds the post index and serves full feeds.
@@ -14,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import numpy as np
-
+from orchestrator.applier import Applier
 from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from orchestrator.pipeline.budget import ScoringBudget
@@ -36,49 +35,35 @@ from orchestrator.post_index import PostIndex
 from orchestrator.retrieval import make_index
 from orchestrator.retrieval.threads import search_executor
 from orchestrator.settings import OrchestratorSettings
-from orchestrator.state.posts import NUM_COUNTS, QUOTES, REPLIES, REPOSTS, Post, engagement_counts
-from orchestrator.state.viewers import Engagement
-from orchestrator.state.world_state import load_world_state
+from orchestrator.state.events import Journal
+from orchestrator.state.posts import Post
+from orchestrator.state.world_state import WorldState
 from orchestrator.thunder import Thunder
 from orchestrator.triton_client import PhoenixTriton, ServedModels, recorded_calls
-from phoenix.errors import Conflict, NotFound, TritonUnavailable
+from orchestrator.writes import Clock, Writes
+from phoenix.errors import NotFound, TritonUnavailable
 from phoenix.serving import CANDIDATE_TOWER
-from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
-from phoenix.world.io import load_world
-from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
 log = logging.getLogger(__name__)
 
 
-class Clock:
-    """The service's time: the world's "now" at start, advancing with the wall clock."""
-
-    def __init__(self, start_ms: int) -> None:
-        self._start_ms = start_ms
-        self._t0 = time.monotonic()
-
-    def now_ms(self) -> int:
-        return self._start_ms + int((time.monotonic() - self._t0) * 1000)
-
-
-@dataclass(frozen=True)
-class NewPost:
-    author_id: int
-    text: str = ""
-    parent_id: int = 0
-    reposted_id: int = 0
-    is_video: bool = False
-    video_duration_s: float = 0.0
-    quoted_id: int = 0
-
-
 class FeedService:
-    def __init__(self, settings: OrchestratorSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        state: WorldState,
+        journal: Callable[[Applier], Journal],
+        *,
+        metrics: Metrics | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        """The service over the in-memory `state`; `journal` builds the journal the writes go
+        through from the applier of this service's parts (`orchestrator.build` wires them);
+        `on_stop` releases what the journal holds."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._search_executor = search_executor(settings.ann_threads)
-        world = load_world(settings.world)
-        state = load_world_state(world, max_history=settings.max_history)
+        self._on_stop = on_stop
         self.viewers = state.viewers
         self.posts = state.posts
         self.clock = Clock(state.now_ms)
@@ -100,8 +85,9 @@ class FeedService:
         self._pending: list[Post] = []  # created while the index could not embed them
         # While a new set's index is built: the posts created and deleted meanwhile.
         self._switch_journal: tuple[list[Post], list[int]] | None = None
-        self._sequence = itertools.count()
-        self._write_lock = threading.Lock()
+        self.applier = Applier(self.viewers, self.posts, self.thunder, self)
+        self.journal = journal(self.applier)
+        self.writes = Writes(self.viewers, self.posts, self.clock, self.journal)
         self._pipeline: FeedPipeline | None = None
         self._maintenance: asyncio.Task[None] | None = None
         # With a scoring budget the ranker sees at most that many candidates, the newest
@@ -133,6 +119,8 @@ class FeedService:
                 await self._maintenance
         await self.triton.close()
         self._search_executor.shutdown(wait=False)
+        if self._on_stop is not None:
+            self._on_stop()
 
     async def _maintain(self) -> None:
         while True:
@@ -309,132 +297,26 @@ class FeedService:
             result.model_versions["post_index"] = served.version or "latest"
         return result
 
-    # ---------------------------------------------------------------- writes
+    # ---------------------------------------------------------------- index maintenance
+    # (`orchestrator.applier.PostIndexFeed`: the applier tells of posts stored and deleted)
 
-    async def create_post(self, new: NewPost) -> Post:
-        """Store a post (snowflake id from the service clock), stream it into Thunder and embed it
-        into the index (later, if Triton is down)."""
-        self._require_user("author_id", new.author_id)
-        kind, conversation, reposted_author = ORIGINAL, 0, 0
-        if new.parent_id and new.reposted_id:
-            raise Conflict("a post is a reply (parent_id) or a repost (reposted_id), not both")
-        is_video, duration = new.is_video, new.video_duration_s
-        if new.parent_id:
-            parent = self._require_post("parent_id", new.parent_id)
-            kind, conversation = REPLY, parent.thread_id
-        elif new.reposted_id:
-            original = self._require_post("reposted_id", new.reposted_id)
-            if original.is_repost:
-                raise Conflict("reposted_id: a repost of a repost; repost the original instead")
-            kind = REPOST
-            is_video, duration = original.is_video, original.video_duration_s
-            reposted_author = original.author_id
-        if new.quoted_id:
-            self._require_post("quoted_id", new.quoted_id)
-        with self._write_lock:
-            post_id = int(
-                snowflake_id(self.clock.now_ms(), next(self._sequence) & ((1 << SEQUENCE_BITS) - 1))
-            )
-        post = Post(
-            post_id=post_id,
-            author_id=new.author_id,
-            kind=kind,
-            parent_id=new.parent_id,
-            reposted_id=new.reposted_id,
-            conversation_id=conversation or post_id,
-            is_video=is_video,
-            video_duration_s=duration if is_video else 0.0,
-            text=new.text,
-            reposted_author_id=reposted_author,
-            quoted_id=new.quoted_id,
-        )
-        self.posts.add(post)
-        for target, column in (
-            (post.parent_id, REPLIES),
-            (post.reposted_id, REPOSTS),
-            (post.quoted_id, QUOTES),
-        ):
-            if target:  # the post it answers, reposts or quotes gains one
-                delta = np.zeros(NUM_COUNTS, np.int64)
-                delta[column] = 1
-                self.posts.add_counts(target, delta)
-        self.thunder.ingest(post)
-        if self._switch_journal is not None and not post.is_repost:
+    async def post_added(self, post: Post) -> None:
+        """Embed a new post into the index now (later, when Triton is down or the index is not
+        built); a repost is never indexed (its original is)."""
+        if post.is_repost:
+            return
+        if self._switch_journal is not None:
             self._switch_journal[0].append(post)
-        if not post.is_repost:
-            if self.index is None:
-                self._pending.append(post)
-            else:
-                try:
-                    await self.index.add([post])
-                except TritonUnavailable:
-                    self._pending.append(post)
-        return post
+        if self.index is None:
+            self._pending.append(post)
+            return
+        try:
+            await self.index.add([post])
+        except TritonUnavailable:
+            self._pending.append(post)
 
-    def delete_post(self, post_id: int) -> Post:
-        post = self.posts.delete(post_id)
-        self.thunder.delete(post_id)
+    def post_removed(self, post_id: int) -> None:
         if self.index is not None:
             self.index.remove([post_id])
         if self._switch_journal is not None:
             self._switch_journal[1].append(post_id)
-        if post is None:
-            raise NotFound("post_id", post_id)
-        return post
-
-    def engage(
-        self,
-        viewer_id: int,
-        post_id: int,
-        actions: tuple[bool, ...],
-        *,
-        dwell_s: float = 0.0,
-        surface: int = 0,
-    ) -> Engagement:
-        """Record an impression with the viewer's actions: the viewer's newest history entry
-        (served now) and one more view, plus one per counted action, on the post's counts."""
-        self._require_user("viewer_id", viewer_id)
-        post = self._require_post("post_id", post_id)
-        engagement = Engagement(
-            post_id=post_id,
-            author_id=post.author_id,
-            actions=actions,
-            surface=surface,
-            served_ms=self.clock.now_ms(),
-            dwell_s=dwell_s,
-        )
-        self.viewers.record_engagement(viewer_id, engagement)
-        self.posts.add_counts(post_id, engagement_counts(actions))
-        return engagement
-
-    def relate(self, relation: str, viewer_id: int, target_id: int, *, undo: bool = False) -> bool:
-        """follow / block / mute (or their undo); whether anything changed."""
-        self._require_user("viewer_id", viewer_id)
-        self._require_user("target_id", target_id)
-        if viewer_id == target_id:
-            raise Conflict(f"target_id: a viewer cannot {relation} themselves")
-        method = {
-            ("follow", False): self.viewers.follow,
-            ("follow", True): self.viewers.unfollow,
-            ("block", False): self.viewers.block,
-            ("block", True): self.viewers.unblock,
-            ("mute", False): self.viewers.mute,
-            ("mute", True): self.viewers.unmute,
-        }[relation, undo]
-        return method(viewer_id, target_id)
-
-    def muted_keyword(self, viewer_id: int, keyword: str, *, remove: bool = False) -> bool:
-        self._require_user("viewer_id", viewer_id)
-        if remove:
-            return self.viewers.remove_muted_keyword(viewer_id, keyword)
-        return self.viewers.add_muted_keyword(viewer_id, keyword)
-
-    def _require_user(self, field: str, user_id: int) -> None:
-        if not self.viewers.exists(user_id):
-            raise NotFound(field, user_id)
-
-    def _require_post(self, field: str, post_id: int) -> Post:
-        post = self.posts.get(post_id)
-        if post is None:
-            raise NotFound(field, post_id)
-        return post

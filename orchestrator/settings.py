@@ -13,7 +13,14 @@ from phoenix.ranking_config import RankingConfig
 class OrchestratorSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    world: Path = Field(description="world directory (`phoenix world`) the stores start from")
+    data: Path = Field(
+        default=Path("runs/data"),
+        description="data directory: the durable store every accepted write is in",
+    )
+    world: Path | None = Field(
+        default=None,
+        description="world directory (`phoenix world`) imported into an empty data directory",
+    )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton's gRPC endpoint")
     triton_timeout_s: float = Field(
         default=2.0, gt=0, le=60, description="per Triton call; slower counts as down"

@@ -111,10 +111,13 @@ class FakeTriton:
 def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, Any]:
     """CPU ms per feed for the `viewers` viewers with the most followed accounts: each viewer's
     fastest of `rounds` feeds, then their median and p90."""
-    from orchestrator.service import FeedService
+    import shutil
+
+    from orchestrator.build import build_service
     from orchestrator.settings import OrchestratorSettings
 
-    service = FeedService(OrchestratorSettings(world=world, ann_backend="exact"))
+    data = Path(tempfile.mkdtemp(prefix="phoenix-bench-"))  # the world imported, then dropped
+    service = build_service(OrchestratorSettings(data=data, world=world, ann_backend="exact"))
     service.triton = FakeTriton()  # type: ignore[assignment]
 
     async def run() -> list[float]:
@@ -137,6 +140,7 @@ def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, 
         samples = asyncio.run(run())
     finally:
         service._search_executor.shutdown(wait=False)
+        shutil.rmtree(data, ignore_errors=True)
     samples.sort()
     return {
         "feeds": len(samples) * rounds,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.benchmarks.ann import add_parser as add_ann
 from orchestrator.benchmarks.pipeline import add_parser as add_pipeline
+from orchestrator.benchmarks.state import add_parser as add_state
 from orchestrator.benchmarks.thunder import add_parser as add_thunder
 from phoenix.cli.options import option_errors
 from phoenix.errors import ConfigError
@@ -87,7 +88,8 @@ _TRITON_TARGETS = ("cpu", "pytorch")
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark the models, Triton serving, Thunder, the ANN index and the pipeline",
+        help="benchmark the models, Triton serving, Thunder, the ANN index, the pipeline and the "
+        "durable state",
         description="Benchmarks: each prints the machine it ran on and a Markdown table.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -96,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_thunder(benchmarks)
     add_ann(benchmarks)
     add_pipeline(benchmarks)
+    add_state(benchmarks)
 
 
 def _add_ranker(benchmarks: argparse._SubParsersAction) -> None:

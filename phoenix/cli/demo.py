@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RUNS/world exists), train the models (reused when RUNS/checkpoint-CONFIG exists), export "
         "them to a Triton model repository (skipped when its latest version came from that "
         "checkpoint), print the held-out evaluation, start the real tritonserver and the "
-        "orchestrator's HTTP API, and print the For You feed of a few viewers beside the topics "
+        "orchestrator's HTTP API (its durable state in RUNS/data, the world imported there when it "
+        "is empty: posts, engagements and follows made through the API survive a restart), and "
+        "print the For You feed of a few viewers beside the topics "
         "each one's hidden taste prefers (posts on those topics are marked *). With --serve the "
         "stack keeps running until Ctrl-C.",
     )
@@ -101,7 +103,10 @@ def _run(args: argparse.Namespace) -> int:
     world = load_world(world_dir)
     facts = WorldFacts.of(world)
     log.info("starting Triton and the orchestrator")
-    stack = LocalStack(args.repository, world_dir, port=args.port if args.serve else 0)
+    data_dir = args.runs / "data"
+    stack = LocalStack(
+        args.repository, data=data_dir, world=world_dir, port=args.port if args.serve else 0
+    )
     with stack, httpx.Client(base_url=stack.url, headers=stack.headers, timeout=60.0) as client:
         for viewer_id in _viewers(stack, args.viewers):
             response = client.post("/v1/feed", json={"viewer_id": viewer_id})

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +25,8 @@ weighted by each viewer's activity in the world, plus post creation and engageme
 through tritonclient's HTTP client, --candidates per request).
 
 Without --host the stack is started here first: for feed, tritonserver on --repository and the
-orchestrator over --world (as phoenix demo does; run it once first); for triton, tritonserver
-alone. The feed users authenticate with that stack's own service token, or with
+orchestrator over --data with --world imported (as phoenix demo does; run it once first); for
+triton, tritonserver alone. The feed users authenticate with that stack's own service token, or with
 PHOENIX_LOADTEST_TOKEN (a service token of the orchestrator at --host). Each user sends
 --user-rps requests per second, so the offered load is users x user-rps.
 
@@ -87,7 +88,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="feed stack started here: most candidates sent to the ranker (default: all)",
     )
-    p.add_argument("--world", type=Path, default=Path("runs/world"), help="world (feed target)")
+    p.add_argument(
+        "--world",
+        type=Path,
+        default=Path("runs/world"),
+        help="feed stack started here: the world imported into its data directory",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="feed stack started here: its data directory (default: a temporary one, removed "
+        "afterwards, so the test's writes do not pile up)",
+    )
     p.add_argument(
         "--repository",
         type=Path,
@@ -179,11 +192,14 @@ def _host(args: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
         return
     from orchestrator.local_stack import LocalStack
 
-    stack = LocalStack(
-        args.repository,
-        args.world,
-        retrieval_k=args.retrieval_k,
-        scoring_budget=args.scoring_budget,
-    )
-    with stack:
-        yield stack.url, stack.service_token
+    with contextlib.ExitStack() as cleanup:
+        data = args.data or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        stack = LocalStack(
+            args.repository,
+            data=data,
+            world=args.world,
+            retrieval_k=args.retrieval_k,
+            scoring_budget=args.scoring_budget,
+        )
+        with stack:
+            yield stack.url, stack.service_token

@@ -1,4 +1,5 @@
-"""`phoenix serve`: the orchestrator's HTTP API over a world, scoring through Triton."""
+"""`phoenix serve`: the orchestrator's HTTP API over a durable data directory, scoring through
+Triton."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ log = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
 Run the For You request path as an HTTP service (FastAPI on uvicorn): the viewer and post stores
-and Thunder are loaded from --world, out-of-network retrieval embeds the world's recent posts
-through Triton's candidate tower into an ANN index, and every feed is ranked by the Phoenix ranker
-on Triton over gRPC (--triton, e.g. a `phoenix triton` on the exported repository).
+and Thunder are rebuilt from the data directory --data (a SQLite file), out-of-network retrieval
+embeds the recent posts through Triton's candidate tower into an ANN index, and every feed is
+ranked by the Phoenix ranker on Triton over gRPC (--triton, e.g. a `phoenix triton` on the
+exported repository).
+
+Durable state: every accepted write (post, delete, engagement, follow, block, mute, muted
+keyword) is committed to --data before the API answers, so a restart (a kill -9 included) brings
+it all back and a deleted post stays deleted. When --data is empty and --world is given, that
+world is imported first; a --world given with a data directory that holds data is ignored. An
+empty --data without --world starts with no users (feeds answer 404 until data is loaded).
 
 The service starts without Triton too: it answers degraded feeds (in-network posts, newest first,
 "degraded": true) and keeps retrying, then builds the index and serves full feeds once Triton
@@ -40,7 +48,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--world", required=True, type=Path, metavar="DIR", help="world directory")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("runs/data"),
+        metavar="DIR",
+        help="data directory: the durable state (default runs/data, created when missing)",
+    )
+    p.add_argument(
+        "--world",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="world directory (phoenix world) imported when --data is empty",
+    )
     p.add_argument(
         "--triton",
         default="127.0.0.1:8001",
@@ -101,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from orchestrator.app import KEEP_ALIVE_S, create_app
     from orchestrator.auth import Authenticator, AuthSettings
-    from orchestrator.service import FeedService
+    from orchestrator.build import build_service
     from orchestrator.settings import OrchestratorSettings
     from phoenix.ranking_config import RankingConfig
 
@@ -112,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         extra["ranking"] = RankingConfig.from_json_file(args.ranking_config)
     try:
         settings = OrchestratorSettings(
+            data=args.data,
             world=args.world,
             triton_url=args.triton,
             triton_timeout_s=args.triton_timeout,
@@ -138,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     except SettingsError as exc:  # PHOENIX_TOKENS is not JSON
         raise ConfigError(f"PHOENIX_TOKENS: {exc}") from exc
     auth = Authenticator.from_settings(auth_settings)
-    service = FeedService(settings)
+    service = build_service(settings, progress=True)
     log.info("serving on http://%s:%d (Triton %s)", args.host, args.port, settings.triton_url)
     uvicorn.run(
         create_app(service, auth=auth),

@@ -83,7 +83,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     export_repository(checkpoint, repository, ExportSettings(max_candidates=512))
     user_id = _ordinary(load_world_state(load_world(world_dir)).viewers, 1)[0]
     local = LocalStack(
-        repository, world_dir, tokens={USER_TOKEN: user_id}, triton_timeout_s=5.0, reconnect_s=0.5
+        repository,
+        data=work / "data",
+        world=world_dir,
+        tokens={USER_TOKEN: user_id},
+        triton_timeout_s=5.0,
+        reconnect_s=0.5,
     )
     with local:
         stack = Stack(local, user_id, weights)

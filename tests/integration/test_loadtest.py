@@ -51,8 +51,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
 
 
 @pytest.fixture(scope="module")
-def stack(deployed: Deployed) -> Iterator[LocalStack]:
-    with LocalStack(deployed.repository, deployed.world) as local:
+def stack(deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    data = tmp_path_factory.mktemp("data")
+    with LocalStack(deployed.repository, data=data, world=deployed.world) as local:
         yield local
 
 

@@ -47,7 +47,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     )
     first = save_checkpoint(Checkpoint.initialise(get_config("tiny"), seed=1), work / "ckpt-1")
     export_repository(first, work / "model_repository", SETTINGS)
-    with LocalStack(work / "model_repository", world, reconnect_s=0.5) as stack:
+    with LocalStack(
+        work / "model_repository", data=work / "data", world=world, reconnect_s=0.5
+    ) as stack:
         yield Deployed(work, stack)
 
 

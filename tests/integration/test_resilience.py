@@ -49,7 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     export_repository(checkpoint, repository, ExportSettings(max_candidates=512))
     local = LocalStack(
         repository,
-        world,
+        data=work / "data",
+        world=world,
         triton_timeout_s=TIMEOUT_S,
         reconnect_s=0.5,
         circuit_failures=2,

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from orchestrator.app import create_app
 from orchestrator.auth import SERVICE, Authenticator
-from orchestrator.service import FeedService
+from orchestrator.build import build_service
 from orchestrator.settings import OrchestratorSettings
 from phoenix.triton.server import free_port
 from phoenix.world.generate import generate_world
@@ -40,9 +40,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
         tmp_path_factory.mktemp("world") / "w",
         progress=False,
     )
-    service = FeedService(
+    service = build_service(
         OrchestratorSettings(
-            world=world, triton_url=f"127.0.0.1:{free_port()}", triton_timeout_s=0.1
+            data=tmp_path_factory.mktemp("data"),
+            world=world,
+            triton_url=f"127.0.0.1:{free_port()}",
+            triton_timeout_s=0.1,
         )
     )
     yield create_app(service, auth=Authenticator({TOKEN: SERVICE, USER_TOKEN: 1}))

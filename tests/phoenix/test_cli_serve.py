@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from phoenix.cli import main
 from phoenix.triton.server import free_port
+
+if TYPE_CHECKING:
+    from conftest import ServeProcess  # tests/conftest.py: the phoenix_serve fixture's type
 
 
 @pytest.mark.parametrize(
@@ -29,12 +28,18 @@ from phoenix.triton.server import free_port
 def test_bad_options_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
 ) -> None:
-    assert main(["serve", "--world", str(tmp_path), *options]) == 2
+    assert (
+        main(["serve", "--data", str(tmp_path / "data"), "--world", str(tmp_path), *options]) == 2
+    )
     assert message in capsys.readouterr().err
 
 
 def test_a_missing_world_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--world", str(tmp_path / "nowhere"), "--insecure"]) == 2
+    data = tmp_path / "data"
+    assert (
+        main(["serve", "--data", str(data), "--world", str(tmp_path / "nowhere"), "--insecure"])
+        == 2
+    )
     assert "world directory not found" in capsys.readouterr().err
 
 
@@ -53,41 +58,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_world(WorldSpec(seed=3, num_users=40, num_authors=8), out, progress=False)
 
 
-def _serve(world: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
-    """`phoenix serve` on a free port with no Triton behind it (degraded feeds), once it answers."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "phoenix", "serve", "--world", str(world),
-        "--triton", f"127.0.0.1:{free_port()}", "--triton-timeout", "0.2",
-        "--port", str(port), *options,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOENIX_")}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "phoenix serve did not answer within 60 s"
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGINT)
-    try:
-        out, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-    return out
-
-
 def _two_users(world: Path) -> tuple[int, int]:
     from phoenix.world.io import load_world
 
@@ -95,11 +65,15 @@ def _two_users(world: Path) -> tuple[int, int]:
     return int(ids[0]), int(ids[1])
 
 
-def test_token_file_service_and_user_tokens(world: Path, tmp_path: Path) -> None:
+def test_token_file_service_and_user_tokens(
+    world: Path, tmp_path: Path, phoenix_serve: ServeProcess
+) -> None:
     me, other = _two_users(world)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({SERVICE_TOKEN: "service", USER_TOKEN: me}))
-    process, url = _serve(world, "--token-file", str(tokens))
+    process, url = phoenix_serve.start(
+        "--data", str(tmp_path / "data"), "--world", str(world), "--token-file", str(tokens)
+    )
     try:
         follow = {"viewer_id": me, "target_id": other}
         assert httpx.post(f"{url}/v1/follows", json=follow).status_code == 401
@@ -115,17 +89,21 @@ def test_token_file_service_and_user_tokens(world: Path, tmp_path: Path) -> None
         feed = httpx.post(f"{url}/v1/feed", json={"viewer_id": me}, headers=user)
         assert feed.status_code == 200 and feed.json()["degraded"]
     finally:
-        _stop(process)
+        phoenix_serve.stop(process)
 
 
-def test_insecure_runs_without_tokens_and_says_so(world: Path) -> None:
+def test_insecure_runs_without_tokens_and_says_so(
+    world: Path, tmp_path: Path, phoenix_serve: ServeProcess
+) -> None:
     me, other = _two_users(world)
-    process, url = _serve(world, "--insecure")
+    process, url = phoenix_serve.start(
+        "--data", str(tmp_path / "data"), "--world", str(world), "--insecure"
+    )
     try:
         follow = {"viewer_id": me, "target_id": other}
         assert httpx.post(f"{url}/v1/follows", json=follow).status_code == 200
     finally:
-        out = _stop(process)
+        out = phoenix_serve.stop(process)
     assert "authentication is OFF" in out
 
 
@@ -153,5 +131,6 @@ def test_missing_or_bad_tokens_stop_serve_before_it_listens(
         file = tmp_path / "tokens.json"
         file.write_text(tokens if isinstance(tokens, str) else json.dumps(tokens))
         options = ["--token-file", str(file)]
-    assert main(["serve", "--world", str(world), "--port", str(free_port()), *options]) == 2
+    data = ["--data", str(tmp_path / "data"), "--world", str(world)]
+    assert main(["serve", *data, "--port", str(free_port()), *options]) == 2
     assert message in capsys.readouterr().err
