@@ -23,7 +23,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.state.dataset import Dataset
 from orchestrator.state.events import Event
-from orchestrator.state.redis_journal import ReplicationError, StreamLog, stream_id
+from orchestrator.state.redis_journal import (
+    RedisJournal,
+    ReplicationError,
+    StreamLog,
+    stream_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ class ReplicaStore(Protocol):
 
     def is_empty(self) -> bool: ...
 
-    def import_dataset(self, dataset: Dataset) -> None: ...
+    def import_dataset(self, dataset: Dataset, position: str | None = None) -> None: ...
 
 
 async def bootstrap(
@@ -52,26 +57,26 @@ async def bootstrap(
 ) -> None:
     """Make an empty store start where the stream starts: publish `dataset` when the stream is
     still empty (the first replica to try wins; the others' copy is dropped), then import the
-    stream's dataset into the store and record the id of its last chunk as the position.
-
-    A store that already holds data is left as it is: it resumes after its position. (A store
-    with data and no position imported the dataset and died before recording the position: it
-    is placed at the dataset's end.)"""
+    stream's dataset into the store with the id of its last chunk as the position (one
+    transaction). A store with a position resumes after it and is left as it is."""
     if store.position() is not None:
         return
+    if not store.is_empty():
+        raise ReplicationError(
+            "the data directory holds data that did not come from the shared log (written "
+            "without --redis): give each replica its own empty data directory"
+        )
     if dataset is not None and await log_.publish_dataset(dataset):
         log.info("published the dataset into Redis stream %r", log_.key)
     found = await log_.read_dataset(wait_s=wait_s)
     if found is None:
         return  # the stream starts with writes: replay them all
     shared, last_id = found
-    if store.is_empty():
-        log.info(
-            "importing the shared dataset (%s)",
-            ", ".join(f"{name}: {t.num_rows}" for name, t in shared.tables.items()),
-        )
-        store.import_dataset(shared)
-    store.append([], position=last_id)
+    log.info(
+        "importing the shared dataset (%s)",
+        ", ".join(f"{name}: {t.num_rows}" for name, t in shared.tables.items()),
+    )
+    store.import_dataset(shared, position=last_id)
 
 
 class Replicator:
@@ -103,6 +108,11 @@ class Replicator:
         self._caught_up = False
         self._stopping = False
         self._stepping = asyncio.Lock()  # `catch_up` and the task never read the same batch
+
+    @property
+    def running(self) -> bool:
+        """The consumer task runs (it stops on an entry it cannot apply)."""
+        return self._task is not None and not self._task.done()
 
     @property
     def caught_up(self) -> bool:
@@ -201,3 +211,43 @@ class Replicator:
             ) from None
         if self._applied < target:
             raise ReplicationError(f"replication stopped before write {entry_id}: {self._failure}")
+
+
+class Replication:
+    """One replica's part in the shared log, as the service uses it: the journal its writes go
+    through (`journal`, given the service's applier) and the consumer that applies every
+    replica's writes, brought up to date before the service serves (`start`)."""
+
+    def __init__(self, log_: StreamLog, store: ReplicaStore, *, block_ms: int = 1000) -> None:
+        self.log = log_
+        self.store = store
+        self.block_ms = block_ms
+        self.replicator: Replicator | None = None
+
+    def journal(self, applier: Applier) -> RedisJournal:
+        self.replicator = Replicator(self.log, self.store, applier.apply, block_ms=self.block_ms)
+        return RedisJournal(self.log, self.replicator)
+
+    async def start(self) -> None:
+        assert self.replicator is not None, "journal() first"
+        started = self.replicator.position
+        await self.replicator.catch_up()
+        log.info(
+            "replication: caught up from %s to %s (Redis stream %r)",
+            started, self.replicator.position, self.log.key,
+        )  # fmt: skip
+        self.replicator.start()
+
+    async def stop(self) -> None:
+        if self.replicator is not None:
+            await self.replicator.stop()
+        await self.log.close()
+
+    def ready(self) -> bool:
+        return self.replicator is not None and self.replicator.running
+
+
+class Applier(Protocol):
+    """What applies events to memory (`orchestrator.applier.Applier`)."""
+
+    async def apply(self, events: Sequence[Event]) -> None: ...

@@ -42,9 +42,11 @@ class FakeStore:
     def is_empty(self) -> bool:
         return self.dataset is None and not self.events
 
-    def import_dataset(self, dataset: Dataset) -> None:
+    def import_dataset(self, dataset: Dataset, position: str | None = None) -> None:
         self.dataset = dataset
         self.imports += 1
+        if position is not None:
+            self._position = position
 
 
 class Replica:
@@ -218,9 +220,13 @@ def test_the_dataset_is_published_once_even_when_replicas_race_and_every_replica
                 await a.journal.record([_post(1)])
             await bootstrap(logs[1], stores[1], dataset)
             assert stores[1].imports == 1
-            # a store that got the dataset but died before its position: placed at its end
+            # a store holding data that did not come from the log is refused
+            foreign = FakeStore()
+            foreign.append([_post(9)])
+            with pytest.raises(ReplicationError, match="own empty data directory"):
+                await bootstrap(logs[2], foreign)
+            # a fresh replica imports the dataset and replays the write after it
             late = FakeStore()
-            late.import_dataset(dataset)
             await bootstrap(logs[2], late)
             assert late.imports == 1 and late.position() == stores[0].position()
             async with Replica(redis_server.url, late) as c:
