@@ -26,11 +26,13 @@ from typing import Protocol
 import pyarrow as pa
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from orchestrator.state.dataset import TABLES, Dataset
 from orchestrator.state.events import DatasetChunk, Event
-from phoenix.errors import ConfigError, PhoenixError
+from phoenix.errors import ConfigError, ReplicationError
 
 #: The stream's key unless configured otherwise.
 DEFAULT_STREAM = "phoenix:events"
@@ -38,10 +40,6 @@ DEFAULT_STREAM = "phoenix:events"
 CHUNK_ROWS = 10_000
 
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
-
-
-class ReplicationError(PhoenixError):
-    """The shared log holds something this replica cannot read, or Redis cannot be reached."""
 
 
 def stream_id(entry_id: str | bytes) -> tuple[int, int]:
@@ -86,7 +84,12 @@ class StreamLog:
 
     async def append(self, events: Sequence[Event]) -> str:
         """Add one entry holding `events`; its id once Redis has it."""
-        entry_id = await self.client.xadd(self.key, {b"events": _EVENTS.dump_json(list(events))})
+        try:
+            entry_id = await self.client.xadd(
+                self.key, {b"events": _EVENTS.dump_json(list(events))}
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ReplicationError(f"Redis stream {self.key!r} cannot be written: {exc}") from exc
         return entry_id.decode()
 
     async def read(

@@ -25,10 +25,10 @@ from orchestrator.state.dataset import Dataset
 from orchestrator.state.events import Event
 from orchestrator.state.redis_journal import (
     RedisJournal,
-    ReplicationError,
     StreamLog,
     stream_id,
 )
+from phoenix.errors import ReplicationError
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from orchestrator.state.dataset import TABLES, Dataset
 from orchestrator.state.events import Event, PostCreated, PostDeleted, Related
 from orchestrator.state.redis_journal import (
     RedisJournal,
-    ReplicationError,
     StreamLog,
     stream_id,
 )
 from orchestrator.state.replication import Replicator, bootstrap
+from phoenix.errors import ReplicationError
 
 
 class FakeStore:
