@@ -19,6 +19,7 @@ applied (its `position`) and resumes after it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -131,8 +132,11 @@ class StreamLog:
         self, *, wait_s: float | None = None, poll_s: float = 0.5
     ) -> tuple[Dataset, str] | None:
         """The dataset at the start of the stream and the id of its last chunk; None when the
-        stream starts with writes instead (no dataset). While the stream is empty, waits
-        (`wait_s` at most; None: for ever) for another replica or `phoenix load` to publish."""
+        stream starts with writes instead (no dataset). The dataset's `now_ms` is advanced by the
+        time since Redis took it (the entry id's milliseconds), so every replica's clock, however
+        late it imports, reads the same time as the first's (wall clocks in sync assumed).
+        While the stream is empty, waits (`wait_s` at most; None: for ever) for another replica
+        or `phoenix load` to publish."""
         loop = asyncio.get_running_loop()
         deadline = None if wait_s is None else loop.time() + wait_s
         while await self.is_empty():
@@ -159,6 +163,8 @@ class StreamLog:
                 now_ms = entry.chunk.now_ms
                 after = entry.id
                 if entry.chunk.part == entry.chunk.parts - 1:
+                    if now_ms is not None:  # its "now" has advanced since it was published
+                        now_ms += max(0, int(time.time() * 1000) - stream_id(entry.id)[0])
                     dataset = Dataset(
                         {name: pa.concat_tables(parts) for name, parts in tables.items()},
                         now_ms=now_ms,
