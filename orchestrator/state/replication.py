@@ -183,7 +183,7 @@ class Replicator:
                 )
             events.extend(entry.events)
         last = entries[-1].id
-        self.store.append(events, position=last)
+        await asyncio.to_thread(self.store.append, events, last)  # the fsync off the loop
         await self.apply(events)
         self.position = last
         async with self._advanced:

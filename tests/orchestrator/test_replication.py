@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -19,6 +20,7 @@ from orchestrator.state.redis_journal import (
     stream_id,
 )
 from orchestrator.state.replication import Replicator, bootstrap
+from orchestrator.state.sqlite_store import SqliteStore, StoreError
 from phoenix.errors import ReplicationError
 
 
@@ -334,3 +336,22 @@ def test_stream_ids_order_like_the_stream() -> None:
     assert stream_id(b"0") == (0, 0)
     with pytest.raises(ReplicationError, match="not a stream entry id"):
         stream_id("x-1")
+
+
+def test_the_sqlite_store_records_the_dataset_and_its_position_all_or_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore.in_dir(tmp_path / "data")
+    try:
+        dataset = _dataset(4)
+        store.import_dataset(dataset, position="7-3")
+        assert store.position() == "7-3"
+        with pytest.raises(StoreError):  # the same users again: refused, position unchanged
+            store.import_dataset(dataset, position="9-0")
+        assert store.position() == "7-3"
+        store.append([_post(1)], position="12-0")
+        assert store.position() == "12-0"
+        loaded, _ = store.load()
+        assert sorted(loaded.table("posts").column("post_id").to_pylist()) == [1, 2, 3, 4, 1001]
+    finally:
+        store.close()
