@@ -103,6 +103,15 @@ class StreamLog:
             return []
         return [decode(entry_id, fields) for entry_id, fields in reply[0][1]]
 
+    async def last_id(self) -> str | None:
+        """The id of the newest entry the stream ever took (None: no stream). New entries get
+        larger ids; a replica ahead of it applied writes that Redis has since lost."""
+        if not await self.client.exists(self.key):
+            return None
+        info = await self.client.xinfo_stream(self.key)
+        last = info["last-generated-id"]
+        return last.decode() if isinstance(last, bytes) else str(last)
+
     async def is_empty(self) -> bool:
         return await self.client.xlen(self.key) == 0
 

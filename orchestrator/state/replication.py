@@ -229,8 +229,16 @@ class Replication:
         return RedisJournal(self.log, self.replicator)
 
     async def start(self) -> None:
+        """Check the stream still holds what this replica applied, catch up, then consume."""
         assert self.replicator is not None, "journal() first"
         started = self.replicator.position
+        last = await self.log.last_id()
+        if stream_id(started) > stream_id(last or "0"):
+            raise ReplicationError(
+                f"this replica applied the shared log up to {started} but Redis stream "
+                f"{self.log.key!r} ends at {last}: Redis lost writes (run it with appendonly "
+                "yes); new writes would be skipped here, so this replica does not start"
+            )
         await self.replicator.catch_up()
         log.info(
             "replication: caught up from %s to %s (Redis stream %r)",

@@ -19,7 +19,7 @@ from orchestrator.state.redis_journal import (
     StreamLog,
     stream_id,
 )
-from orchestrator.state.replication import Replicator, bootstrap
+from orchestrator.state.replication import Replication, Replicator, bootstrap
 from orchestrator.state.sqlite_store import SqliteStore, StoreError
 from phoenix.errors import ReplicationError
 
@@ -355,3 +355,33 @@ def test_the_sqlite_store_records_the_dataset_and_its_position_all_or_nothing(
         assert sorted(loaded.table("posts").column("post_id").to_pylist()) == [1, 2, 3, 4, 1001]
     finally:
         store.close()
+
+
+def test_a_replica_ahead_of_the_stream_refuses_to_start(redis_server: RedisServer) -> None:
+    """Redis lost writes this replica applied: entries added now would get ids at or below its
+    position and be skipped, so it must not start."""
+
+    async def scenario() -> None:
+        async with Replica(redis_server.url) as a:
+            await a.journal.record([_post(1)])
+        ahead = FakeStore()
+        ahead.append([], position="99999999999999-0")
+        for store in (ahead, FakeStore()):
+            replication = Replication(StreamLog.connect(redis_server.url, "test:events"), store)
+            replication.journal(_Memory())
+            try:
+                if store is ahead:
+                    with pytest.raises(ReplicationError, match="Redis lost writes"):
+                        await replication.start()
+                else:  # a fresh replica starts and catches up
+                    await replication.start()
+                    assert replication.ready() and store.events == [_post(1)]
+            finally:
+                await replication.stop()
+
+    asyncio.run(scenario())
+
+
+class _Memory:
+    async def apply(self, events: Sequence[Event]) -> None:
+        return None
