@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator.state.dataset import Dataset
 from orchestrator.state.events import Event
 from orchestrator.state.redis_journal import (
+    DEFAULT_STREAM,
     RedisJournal,
     StreamLog,
     stream_id,
@@ -77,6 +78,22 @@ async def bootstrap(
         ", ".join(f"{name}: {t.num_rows}" for name, t in shared.tables.items()),
     )
     store.import_dataset(shared, position=last_id)
+
+
+def publish(url: str, dataset: Dataset, key: str = DEFAULT_STREAM) -> bool:
+    """Put `dataset` at the start of the stream `key` on the Redis at `url` for replicas to
+    import (`phoenix load --redis`); False when the stream is not empty (nothing is added)."""
+
+    async def run() -> bool:
+        shared = StreamLog.connect(url, key)
+        try:
+            return await shared.publish_dataset(dataset)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ReplicationError(f"{url}: {exc}") from exc
+        finally:
+            await shared.close()
+
+    return asyncio.run(run())
 
 
 class Replicator:

@@ -19,7 +19,7 @@ from orchestrator.state.redis_journal import (
     StreamLog,
     stream_id,
 )
-from orchestrator.state.replication import Replication, Replicator, bootstrap
+from orchestrator.state.replication import Replication, Replicator, bootstrap, publish
 from orchestrator.state.sqlite_store import SqliteStore, StoreError
 from phoenix.errors import ReplicationError
 
@@ -385,3 +385,19 @@ def test_a_replica_ahead_of_the_stream_refuses_to_start(redis_server: RedisServe
 class _Memory:
     async def apply(self, events: Sequence[Event]) -> None:
         return None
+
+
+def test_publish_puts_a_dataset_into_an_empty_stream_only(redis_server: RedisServer) -> None:
+    assert publish(redis_server.url, _dataset(12), "test:events")
+    assert not publish(redis_server.url, _dataset(3), "test:events")
+
+    async def shared() -> Dataset:
+        log = StreamLog.connect(redis_server.url, "test:events")
+        try:
+            found = await log.read_dataset(wait_s=1)
+        finally:
+            await log.close()
+        assert found is not None
+        return found[0]
+
+    assert asyncio.run(shared()).table("posts").num_rows == 12
