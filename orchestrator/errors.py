@@ -13,6 +13,8 @@ The statuses (phoenix.errors holds the hierarchy):
          int64 range and lone surrogates included)
     502  TritonRefused: Triton refused a request the orchestrator built (a contract bug between
          the orchestrator and the served models, not the client's mistake; see README)
+    503  ReplicationError: a replica's write cannot reach, or come back from, the log the
+         replicas share (Redis): not acknowledged, the client may retry
 
 Validation errors never echo the client's input back: it may hold values JSON cannot carry.
 """
@@ -34,6 +36,7 @@ from phoenix.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    ReplicationError,
     RequestError,
     TritonRefused,
     Unauthenticated,
@@ -48,6 +51,7 @@ STATUS: dict[type[Exception], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TritonRefused: (502, "triton_refused"),
+    ReplicationError: (503, "unavailable"),
 }
 
 #: Codes of the statuses FastAPI and Starlette answer themselves (unknown routes and methods too).
@@ -85,6 +89,7 @@ _DESCRIPTIONS = {
     413: "the body is larger than the limit",
     422: "a field is missing, malformed or out of range",
     502: "Triton refused the orchestrator's request (a bug on the server side, not the client's)",
+    503: "the replicas' shared log (Redis) is unavailable: the write is not acknowledged",
 }
 
 
@@ -119,6 +124,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def triton_refused(request: Request, exc: TritonRefused) -> JSONResponse:
         status, code = STATUS[TritonRefused]
         detail = f"the ranking models refused the orchestrator's request (a server bug): {exc}"
+        return JSONResponse(error_body(status, detail, code=code), status_code=status)
+
+    @app.exception_handler(ReplicationError)
+    async def unreplicated(request: Request, exc: ReplicationError) -> JSONResponse:
+        status, code = STATUS[ReplicationError]
+        detail = f"the write is not acknowledged (retry): {exc}"
         return JSONResponse(error_body(status, detail, code=code), status_code=status)
 
     @app.exception_handler(RequestValidationError)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from orchestrator.applier import Applier
 from orchestrator.circuit import CircuitBreaker
@@ -43,8 +44,20 @@ from orchestrator.triton_client import PhoenixTriton, ServedModels, recorded_cal
 from orchestrator.writes import Clock, Writes
 from phoenix.errors import NotFound, TritonUnavailable
 from phoenix.serving import CANDIDATE_TOWER
+from phoenix.snowflake import SnowflakeIds
 
 log = logging.getLogger(__name__)
+
+
+class Replication(Protocol):
+    """This replica's part in a log shared with other replicas (`orchestrator.state.replication`):
+    brought up to date and started before the service serves, stopped with it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
 
 
 class FeedService:
@@ -56,10 +69,14 @@ class FeedService:
         *,
         metrics: Metrics | None = None,
         on_stop: Callable[[], None] | None = None,
+        replication: Replication | None = None,
+        ids: SnowflakeIds | None = None,
     ) -> None:
         """The service over the in-memory `state`; `journal` builds the journal the writes go
         through from the applier of this service's parts (`orchestrator.build` wires them);
-        `on_stop` releases what the journal holds."""
+        `on_stop` releases what the journal holds. With `replication` the service runs as one
+        of several replicas; `ids` makes its post ids (a worker number of its own)."""
+        self.replication = replication
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._search_executor = search_executor(settings.ann_threads)
@@ -87,7 +104,7 @@ class FeedService:
         self._switch_journal: tuple[list[Post], list[int]] | None = None
         self.applier = Applier(self.viewers, self.posts, self.thunder, self)
         self.journal = journal(self.applier)
-        self.writes = Writes(self.viewers, self.posts, self.clock, self.journal)
+        self.writes = Writes(self.viewers, self.posts, self.clock, self.journal, ids)
         self._pipeline: FeedPipeline | None = None
         self._maintenance: asyncio.Task[None] | None = None
         # With a scoring budget the ranker sees at most that many candidates, the newest
@@ -108,11 +125,16 @@ class FeedService:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Try Triton once, then keep the index fresh (and Triton retried) in the background."""
+        """Catch up with the shared log (a replica), try Triton once, then keep the index fresh
+        (and Triton retried) in the background."""
+        if self.replication is not None:
+            await self.replication.start()
         await self._refresh()
         self._maintenance = asyncio.create_task(self._maintain(), name="phoenix-maintenance")
 
     async def stop(self) -> None:
+        if self.replication is not None:
+            await self.replication.stop()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -254,8 +276,12 @@ class FeedService:
     # ---------------------------------------------------------------- reads
 
     async def ready(self) -> dict[str, bool]:
-        """Readiness per dependency: Triton answering and the post index built."""
-        return {"triton": await self.triton.is_ready(), "index": self.index is not None}
+        """Readiness per dependency: Triton answering and the post index built (and, for a
+        replica, the shared log's consumer running and caught up)."""
+        checks = {"triton": await self.triton.is_ready(), "index": self.index is not None}
+        if self.replication is not None:
+            checks["replication"] = self.replication.ready()
+        return checks
 
     async def feed(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.thunder import ThunderSettings
 from phoenix.ranking_config import RankingConfig
@@ -20,6 +20,13 @@ class OrchestratorSettings(BaseModel):
     world: Path | None = Field(
         default=None,
         description="world directory (`phoenix world`) imported into an empty data directory",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB of the Redis shared by several replicas (None: alone)",
+    )
+    redis_stream: str = Field(
+        default="phoenix:events", min_length=1, description="the shared log's Redis Stream key"
     )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton's gRPC endpoint")
     triton_timeout_s: float = Field(
@@ -50,6 +57,13 @@ class OrchestratorSettings(BaseModel):
     )
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     thunder: ThunderSettings = Field(default_factory=ThunderSettings)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://HOST:PORT/DB (or rediss://, unix://) URL")
+        return url
 
     @property
     def retention_hours(self) -> float:

@@ -7,8 +7,6 @@ here and events read from other replicas alike.
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,7 +21,7 @@ from orchestrator.state.events import (
 from orchestrator.state.posts import InMemoryPostStore, Post
 from orchestrator.state.viewers import Engagement, InMemoryViewerStore
 from phoenix.errors import Conflict, NotFound
-from phoenix.snowflake import SEQUENCE_BITS, snowflake_id
+from phoenix.snowflake import SnowflakeIds
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST
 
 
@@ -59,13 +57,15 @@ class Writes:
         posts: InMemoryPostStore,
         clock: Clock,
         journal: Journal,
+        ids: SnowflakeIds | None = None,
     ) -> None:
+        """`ids` makes post ids (default: worker 0; replicas sharing a log each need their own
+        worker number)."""
         self.viewers = viewers
         self.posts = posts
         self.clock = clock
         self.journal = journal
-        self._sequence = itertools.count()
-        self._id_lock = threading.Lock()
+        self.ids = ids or SnowflakeIds()
 
     async def create_post(self, new: NewPost) -> Post:
         """A post with a snowflake id from the service clock, linked to what it answers or
@@ -87,9 +87,7 @@ class Writes:
             reposted_author = original.author_id
         if new.quoted_id:
             self._require_post("quoted_id", new.quoted_id)
-        with self._id_lock:
-            sequence = next(self._sequence) & ((1 << SEQUENCE_BITS) - 1)
-            post_id = int(snowflake_id(self.clock.now_ms(), sequence))
+        post_id = self.ids.next_id(self.clock.now_ms())
         post = Post(
             post_id=post_id,
             author_id=new.author_id,

@@ -10,7 +10,8 @@ the offending field, so callers can map them to CLI messages or HTTP statuses in
     ├── ExportError       a model cannot be exported, or its exported graph disagrees with PyTorch
     ├── ServingError      the Triton server or a served model cannot start or answer
     │   ├── TritonUnavailable  Triton did not answer, or too late (the orchestrator degrades)
-    │   └── TritonRefused      Triton refused a request the orchestrator built (our bug: HTTP 502)
+    │   ├── TritonRefused      Triton refused a request the orchestrator built (our bug: HTTP 502)
+    │   └── ReplicationError   the log shared by replicas (Redis) cannot be written or read (503)
     └── RequestError      an HTTP client's request cannot be served as asked (a 4xx)
         ├── Unauthenticated   no bearer token, or one the service does not know (401)
         ├── Forbidden         the token may not act for the user the request names (403)
@@ -62,6 +63,11 @@ class TritonUnavailable(ServingError):
 class TritonRefused(ServingError):
     """Triton answered INVALID_ARGUMENT to a request the orchestrator built: a contract bug between
     the orchestrator and the served models, never the HTTP client's mistake."""
+
+
+class ReplicationError(ServingError):
+    """The log replicas share (a Redis Stream) cannot be reached, holds an entry this replica
+    cannot read, or a write in it was not applied here in time: the write is not acknowledged."""
 
 
 class RequestError(PhoenixError):

@@ -6,6 +6,8 @@ Post ages (the 48 h retention and filter) are computed from the id alone.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import numpy.typing as npt
 
@@ -43,3 +45,38 @@ def snowflake_id(
 def age_ms(ids: npt.ArrayLike, now_ms: int) -> npt.NDArray[np.int64]:
     """Age of each id at `now_ms`, in milliseconds."""
     return np.int64(now_ms) - created_ms(ids)
+
+
+#: Bits of the low 22 naming the worker (an orchestrator replica) that made the id; the other 12
+#: count the ids the worker made within one millisecond.
+WORKER_BITS = 10
+
+
+class SnowflakeIds:
+    """Unique, increasing ids of one worker: its number in the high `worker_bits` of the low 22
+    bits, a count that restarts every millisecond below it. Workers with different numbers never
+    make the same id; a worker that makes more ids in one millisecond than the count holds dates
+    the next ones a millisecond later (an id is never reused, its time runs that much ahead)."""
+
+    def __init__(self, worker: int = 0, worker_bits: int = WORKER_BITS) -> None:
+        if not 0 <= worker_bits < SEQUENCE_BITS:
+            raise InputError(f"worker_bits: must be in [0, {SEQUENCE_BITS})")
+        if not 0 <= worker < 1 << worker_bits:
+            raise InputError(f"worker: must be in [0, {(1 << worker_bits) - 1}]")
+        self.worker = worker
+        self._count_bits = SEQUENCE_BITS - worker_bits
+        self._last_ms = -1
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def next_id(self, now_ms: int) -> int:
+        with self._lock:
+            ms = max(now_ms, self._last_ms)
+            if ms == self._last_ms:
+                self._count += 1
+                if self._count >> self._count_bits:
+                    ms, self._count = ms + 1, 0
+            else:
+                self._count = 0
+            self._last_ms = ms
+            return int(snowflake_id(ms, (self.worker << self._count_bits) | self._count))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from redis_server import redis_server  # noqa: F401  (a real redis-server per test: tests/redis_server.py)
 
 from phoenix.triton.server import free_port
 

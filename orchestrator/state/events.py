@@ -136,6 +136,21 @@ Event = Annotated[
 EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+class DatasetChunk(_Event):
+    """A slice of the initial dataset (`orchestrator.state.dataset.Dataset`) in the shared log:
+    rows of one table, carried beside this header as Arrow IPC bytes. Not an `Event`: a replica
+    imports the whole dataset into its store in one step (`import_dataset`) before it applies
+    any event, instead of applying it row by row. Chunk `part` of `parts` (0-based); every chunk
+    repeats the dataset's `now_ms`."""
+
+    type: Literal["dataset_chunk"] = "dataset_chunk"
+    table: str
+    rows: int = Field(ge=0)
+    part: int = Field(ge=0)
+    parts: int = Field(ge=1)
+    now_ms: int | None = None
+
+
 class Journal(Protocol):
     """Where accepted writes go. `record` returns once the event is durable (on disk, or in the
     shared log) and applied to this replica's memory, so the caller can answer the client."""

@@ -162,10 +162,13 @@ class SqliteStore:
             if position is not None:
                 _set_meta(db, "position", position)
 
-    def import_dataset(self, dataset: Dataset) -> None:
+    def import_dataset(self, dataset: Dataset, position: str | None = None) -> None:
         """Add every row of `dataset` in one transaction: all of it or, on any error, nothing
-        (a user or post id already stored is a `StoreError` naming it)."""
+        (a user or post id already stored is a `StoreError` naming it). `position` (the shared
+        log's id of the dataset's last entry) is recorded in the same transaction."""
         with self._transaction() as db:
+            if position is not None:
+                _set_meta(db, "position", position)
             for table in TABLES:
                 rows = dataset.table(table)
                 if rows.num_rows == 0:

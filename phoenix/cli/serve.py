@@ -27,6 +27,13 @@ it all back and a deleted post stays deleted. When --data is empty and --world i
 world is imported first; a --world given with a data directory that holds data is ignored. An
 empty --data without --world starts with no users (feeds answer 404 until data is loaded).
 
+Several replicas: with --redis every replica (each with its own --data) sends its writes to one
+Redis Stream and applies every replica's writes from it, in one order, to its own store and
+memory; a write is answered once Redis holds it and this replica applied it. The first replica
+given --world publishes that world into an empty stream; the others (and later replicas) import
+it from there, waiting for it when the stream is empty. A restarted replica resumes where it
+stopped. Run Redis with appendonly yes (appendfsync always: nothing acknowledged is lost).
+
 The service starts without Triton too: it answers degraded feeds (in-network posts, newest first,
 "degraded": true) and keeps retrying, then builds the index and serves full feeds once Triton
 answers. GET /readyz is 200 only then.
@@ -61,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="world directory (phoenix world) imported when --data is empty",
+    )
+    p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="redis://HOST:PORT/DB shared by several replicas of the service: every write goes "
+        "through its stream and each replica applies them all to its own --data (see README)",
     )
     p.add_argument(
         "--triton",
@@ -135,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = OrchestratorSettings(
             data=args.data,
             world=args.world,
+            redis_url=args.redis,
             triton_url=args.triton,
             triton_timeout_s=args.triton_timeout,
             ann_backend=args.ann_backend,
@@ -144,7 +159,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise ConfigError(
-            option_errors(exc, {"triton_url": "--triton", "triton_timeout_s": "--triton-timeout"})
+            option_errors(
+                exc,
+                {
+                    "triton_url": "--triton",
+                    "triton_timeout_s": "--triton-timeout",
+                    "redis_url": "--redis",
+                },
+            )
         ) from exc
     overrides: dict[str, object] = {}
     if args.token_file is not None:

@@ -418,13 +418,37 @@ def test_triton_serves_the_mounted_repository_read_only(
 
 
 def test_only_the_orchestrator_is_published_on_the_host(services: dict[str, Any]) -> None:
-    # Triton is reached over the compose network: nothing outside can send it a request.
-    assert "ports" not in services["triton"] and "network_mode" not in services["triton"]
+    # Triton and Redis are reached over the compose network: nothing outside can call them.
+    for name in ("triton", "redis"):
+        assert "ports" not in services[name] and "network_mode" not in services[name], name
     assert _published(services["orchestrator"])
 
 
+def test_the_replicas_share_redis_and_keep_their_own_data(services: dict[str, Any]) -> None:
+    replicas = [s for name, s in services.items() if name.startswith("orchestrator")]
+    assert len(replicas) >= 2
+    args = [_serve_args(r["command"]) for r in replicas]
+    (redis_url,) = {a.redis for a in args}  # one shared log
+    assert urlsplit(redis_url).hostname == "redis" and urlsplit(redis_url).port == 6379
+    data = {_volume(r, str(a.data))[0] for r, a in zip(replicas, args, strict=True)}
+    assert len(data) == len(replicas)  # a store per replica, never one SQLite file for two
+    ports = [_published(r)[a.port] for r, a in zip(replicas, args, strict=True)]
+    assert len(set(ports)) == len(ports)
+    for replica in replicas:
+        assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_redis_keeps_every_acknowledged_write_on_disk(services: dict[str, Any]) -> None:
+    command = services["redis"]["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] in ("always", "everysec")
+    assert _volume(services["redis"], "/data")[0] == "redis-data"
+
+
 def test_both_services_restart_when_they_die(services: dict[str, Any]) -> None:
-    for name in ("triton", "orchestrator"):
+    for name in ("triton", "orchestrator", "orchestrator-b", "redis"):
         assert services[name]["restart"] in ("always", "unless-stopped"), name
 
 

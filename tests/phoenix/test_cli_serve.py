@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         (["--triton-timeout", "0"], "--triton-timeout"),
         (["--retrieval-k", "0"], "--retrieval-k"),
         (["--ranking-config", "/nonexistent.json"], "ranking config not found"),
+        (["--redis", "http://127.0.0.1:6379"], "--redis"),
     ],
 )
 def test_bad_options_are_named(
@@ -134,3 +135,9 @@ def test_missing_or_bad_tokens_stop_serve_before_it_listens(
     data = ["--data", str(tmp_path / "data"), "--world", str(world)]
     assert main(["serve", *data, "--port", str(free_port()), *options]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unreachable_redis_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["serve", "--data", str(tmp_path / "data"), "--redis", url, "--insecure"]) != 0
+    assert f"--redis {url}" in capsys.readouterr().err

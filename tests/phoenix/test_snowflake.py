@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from phoenix.errors import InputError
-from phoenix.snowflake import TWITTER_EPOCH_MS, age_ms, created_ms, snowflake_id
+from phoenix.snowflake import (
+    TWITTER_EPOCH_MS,
+    WORKER_BITS,
+    SnowflakeIds,
+    age_ms,
+    created_ms,
+    snowflake_id,
+)
 
 EPOCH_MS = 1288834974657  # 2010-11-04T01:42:54.657Z
 AUG_2026_MS = 1_785_542_400_000  # 2026-08-01T00:00:00Z
@@ -88,3 +95,28 @@ def test_times_beyond_41_bits_are_refused_not_wrapped() -> None:
     assert int(snowflake_id(last_ok)) > 0
     with pytest.raises(InputError, match=r"^created_at_ms:"):
         snowflake_id(last_ok + 1)
+
+
+def test_workers_never_make_the_same_id_and_each_makes_increasing_ids() -> None:
+    now = 1_700_000_000_000
+    makers = [SnowflakeIds(worker=w, worker_bits=2) for w in range(4)]
+    ids = [[m.next_id(now) for _ in range(5000)] for m in makers]
+    for own in ids:
+        assert own == sorted(own) and len(set(own)) == len(own)
+    assert len({i for own in ids for i in own}) == 4 * 5000
+    # the worker's number sits in the low bits, below it the count
+    assert [(own[0] >> 20) & 3 for own in ids] == [0, 1, 2, 3]
+
+
+def test_a_full_millisecond_dates_the_next_ids_a_millisecond_later() -> None:
+    now = 1_700_000_000_000
+    maker = SnowflakeIds(worker=5, worker_bits=20)  # 2 bits of count: 4 ids per millisecond
+    ids = [maker.next_id(now) for _ in range(9)]
+    assert [int(created_ms(i)) for i in ids] == [now] * 4 + [now + 1] * 4 + [now + 2]
+    assert len(set(ids)) == 9
+    assert maker.next_id(now - 50) > ids[-1]  # the clock going back never makes an older id
+
+
+def test_a_worker_number_out_of_range_is_refused_naming_it() -> None:
+    with pytest.raises(InputError, match="worker"):
+        SnowflakeIds(worker=1 << WORKER_BITS)
