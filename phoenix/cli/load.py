@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{DEFAULT_DATA}); rows may refer to users and posts it already holds",
     )
     p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="instead of --data: seed the shared stream of replicas started with "
+        "'phoenix serve --redis URL' (redis://HOST:PORT/DB); only an empty stream is seeded, "
+        "each replica then imports the dataset into its own store",
+    )
+    p.add_argument(
         "--check", action="store_true", help="only check the files: write nothing anywhere"
     )
     p.add_argument(
@@ -70,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.state.sqlite_store import STORE_FILE, SqliteStore
 
     started = time.perf_counter()
+    if args.redis is not None:
+        return _seed_stream(args, started)
     exists = (args.data / STORE_FILE).is_file()
     # --check creates nothing; without a store there is nothing to refer to.
     store = None if args.check and not exists else SqliteStore.in_dir(args.data)
@@ -94,6 +104,26 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     print(f"loaded {total} into {args.data / STORE_FILE} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _seed_stream(args: argparse.Namespace, started: float) -> int:
+    """Check the files, then put them at the start of the replicas' Redis stream."""
+    from orchestrator.state.dataset_files import read_dataset
+    from orchestrator.state.replication import publish
+    from phoenix.errors import ConfigError
+
+    dataset = read_dataset(args.paths, now_ms=args.now_ms, progress=not args.no_progress)
+    total = sum(table.num_rows for table in dataset.tables.values())
+    if args.check:
+        print(f"checked {total} rows in {time.perf_counter() - started:.1f} s: no problems")
+        return 0
+    if not publish(args.redis, dataset):
+        raise ConfigError(
+            f"--redis {args.redis}: the stream already holds data; 'phoenix load --redis' seeds an "
+            "empty stream only (write through the API of a replica instead)"
+        )
+    print(f"published {total} rows to {args.redis} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

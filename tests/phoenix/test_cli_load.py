@@ -3,12 +3,15 @@ exit status 2 naming file, line and field, and the store is left as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.state.dataset import TABLES, Dataset
+from orchestrator.state.redis_journal import DEFAULT_STREAM, StreamLog
 from orchestrator.state.sqlite_store import STORE_FILE, SqliteStore
 from phoenix.cli import main
 from phoenix.snowflake import snowflake_id
@@ -110,3 +113,30 @@ def test_help_points_at_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
         main(["load", "--help"])
     out = capsys.readouterr().out
     assert "docs/DATA.md" in out and "--check" in out
+
+
+def test_redis_seeds_an_empty_stream_once(
+    tmp_path: Path, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--redis`: the checked files become the dataset at the start of the replicas' stream; a
+    stream that already holds data is refused (exit 2) and left as it was."""
+    files = write(tmp_path / "first", FIRST)
+    assert load("--redis", redis_server.url, str(files)) == 0
+    assert "published 5 rows" in capsys.readouterr().out
+
+    async def read() -> tuple[Dataset, str] | None:
+        log = StreamLog.connect(redis_server.url, DEFAULT_STREAM)
+        try:
+            return await log.read_dataset(wait_s=5)
+        finally:
+            await log.close()
+
+    seeded = asyncio.run(read())
+    assert seeded is not None
+    dataset, _ = seeded
+    assert dataset.table("users").column("user_id").to_pylist() == [1, 2]
+    assert dataset.table("posts").column("text").to_pylist() == ["hello"]
+    assert load("--redis", redis_server.url, str(files)) == 2
+    assert "already holds data" in capsys.readouterr().err
+    again = asyncio.run(read())
+    assert again is not None and again[1] == seeded[1]  # nothing added
