@@ -227,7 +227,7 @@ class PhoenixTriton:
         """(probabilities [C, N_a] in X's action columns, continuous outputs [C, N_cont]) for
         one viewer (`user_*` and `history_*`, batch 1) and C candidates ([C, ...] arrays), in
         one call per `max_candidates` candidates."""
-        requests = ranker_requests(viewer, candidates, self.served.max_candidates, self._buckets)
+        requests = ranker_requests(viewer, candidates, self.served.max_candidates, self.bucket)
         results = await asyncio.gather(
             *(self._infer(RANKER, request, MODEL_OUTPUTS[RANKER]) for request, _ in requests)
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -118,11 +118,12 @@ def bucket(count: int, buckets: Sequence[int], limit: int) -> int:
 
 
 def ranker_requests(
-    viewer: Arrays, candidates: Arrays, limit: int, buckets: Sequence[int]
+    viewer: Arrays, candidates: Arrays, limit: int, pad_to: Callable[[int], int]
 ) -> list[tuple[Arrays, int]]:
     """(request, real candidates) for one viewer (`user_*` and `history_*`, batch 1) and C
     candidates ([C, ...] arrays): at most `limit` candidates a request, each padded with zero
-    rows (id 0: padding to the model) to its `bucket` and given a batch axis. Candidate
+    rows (id 0: padding to the model) to `pad_to(its count)` (a `bucket`) and given a batch
+    axis. Candidate
     isolation means the padding changes no one's scores, and equal shapes let Triton's dynamic
     batcher run several viewers' requests in one execution."""
     count = len(candidates["candidate_surface"])
@@ -130,7 +131,7 @@ def ranker_requests(
     for start in range(0, count, limit):
         part = {k: v[start : start + limit] for k, v in candidates.items()}
         size = len(part["candidate_surface"])
-        padded = bucket(size, buckets, limit)
+        padded = pad_to(size)
         parts.append(({**viewer, **{k: pad_rows(v, padded)[None] for k, v in part.items()}}, size))
     return parts
 

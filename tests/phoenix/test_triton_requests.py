@@ -201,7 +201,7 @@ def test_ranker_requests_split_at_the_limit_and_pad_to_buckets() -> None:
     viewer = {"user_hash": np.ones((1, 2), np.int64)}
     ids = np.arange(1, 231, dtype=np.int64)
     candidates = {"candidate_post_hash": np.stack([ids, ids], 1), "candidate_surface": ids % 3}
-    parts = ranker_requests(viewer, candidates, limit=100, buckets=(16, 64, 256))
+    parts = ranker_requests(viewer, candidates, 100, lambda n: bucket(n, (16, 64, 256), 100))
     assert [size for _, size in parts] == [100, 100, 30]
     assert [r["candidate_surface"].shape for r, _ in parts] == [(1, 100), (1, 100), (1, 64)]
     last, _ = parts[-1]
