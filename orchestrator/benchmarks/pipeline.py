@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import statistics
 import subprocess
@@ -117,11 +118,21 @@ def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, 
     from orchestrator.settings import OrchestratorSettings
 
     data = Path(tempfile.mkdtemp(prefix="phoenix-bench-"))  # the world imported, then dropped
-    service = build_service(OrchestratorSettings(data=data, world=world, ann_backend="exact"))
-    service.triton = FakeTriton()  # type: ignore[assignment]
+    settings = OrchestratorSettings(data=data, world=world, ann_backend="exact")
+    keeper = None
+    if "triton" in inspect.signature(build_service).parameters:  # the service as parts
+        service = build_service(settings, triton=FakeTriton())  # type: ignore[arg-type]
+        keeper = service.keeper
+    else:  # older versions: one service object holds it all
+        service = build_service(settings)
+        service.triton = FakeTriton()  # type: ignore[assignment]
 
     async def run() -> list[float]:
-        await service._refresh()  # connect and build the index, no background task
+        # connect and build the index, no background task
+        if keeper is not None:
+            await keeper.refresh(service.clock.now_ms())
+        else:
+            await service._refresh()
         ids = service.viewers.user_ids()
         ranked = sorted(ids, key=lambda v: -len(service.viewers.get(v).following))[:viewers]
         extra = {"explain": True} if explain else {}
