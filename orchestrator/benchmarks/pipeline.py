@@ -150,7 +150,10 @@ def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, 
     try:
         samples = asyncio.run(run())
     finally:
-        service._search_executor.shutdown(wait=False)
+        if keeper is not None:
+            asyncio.run(service.stop())  # the search threads and the store
+        else:
+            service._search_executor.shutdown(wait=False)
         shutil.rmtree(data, ignore_errors=True)
     samples.sort()
     return {
