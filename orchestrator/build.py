@@ -1,23 +1,40 @@
-"""The composition root: the durable store, the in-memory state rebuilt from it, the journal and
-the feed service, wired in one place (`phoenix serve`, the local stack, tests and benchmarks)."""
+"""The composition root: the durable store, the in-memory state rebuilt from it, Thunder, the one
+Triton client, the index keeper, the feed pipeline, the applier, the journal and the writes, wired
+in one place into the feed service (`phoenix serve`, the local stack, tests and benchmarks)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from orchestrator.applier import Applier
+from orchestrator.circuit import CircuitBreaker
+from orchestrator.index_keeper import IndexKeeper
 from orchestrator.journal import LocalJournal
 from orchestrator.metrics import Metrics
+from orchestrator.pipeline.budget import ScoringBudget
+from orchestrator.pipeline.features import ModelFeatures
+from orchestrator.pipeline.filters import Filter, default_filters
+from orchestrator.pipeline.hydrator import PostHydrator
+from orchestrator.pipeline.runner import FeedPipeline
+from orchestrator.pipeline.scorer import PhoenixScorer
+from orchestrator.pipeline.sources import RetrievalSource, ThunderSource
+from orchestrator.retrieval.threads import search_executor
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
+from orchestrator.state.events import Journal
 from orchestrator.state.redis_journal import StreamLog
 from orchestrator.state.replication import Replication, bootstrap
 from orchestrator.state.sqlite_store import SqliteStore
-from orchestrator.state.world_state import load_state, world_dataset
+from orchestrator.state.world_state import WorldState, load_state, world_dataset
+from orchestrator.thunder import Thunder
+from orchestrator.triton_client import PhoenixTriton
+from orchestrator.writes import Clock, Writes
 from phoenix.errors import ReplicationError
 from phoenix.snowflake import WORKER_BITS, SnowflakeIds
 from phoenix.world.io import load_world
@@ -86,11 +103,16 @@ async def _worker_number(settings: OrchestratorSettings) -> int:
 
 
 def build_service(
-    settings: OrchestratorSettings, *, metrics: Metrics | None = None, progress: bool = False
+    settings: OrchestratorSettings,
+    *,
+    metrics: Metrics | None = None,
+    progress: bool = False,
+    triton: PhoenixTriton | None = None,
 ) -> FeedService:
     """The feed service over the data directory of `settings` (see `open_store`), its memory
     rebuilt from the store, its writes journaled into the store, or with `settings.redis_url`
-    into the log shared with the other replicas (each applies it to its own store)."""
+    into the log shared with the other replicas (each applies it to its own store). `triton`
+    replaces the client of `settings.triton_url` (a fake, in tests and benchmarks)."""
     store = open_store(settings)
     try:
         started = time.perf_counter()
@@ -101,11 +123,12 @@ def build_service(
             store.path, len(state.viewers), len(state.posts), time.perf_counter() - started,
         )  # fmt: skip
         if settings.redis_url is None:
-            return FeedService(
+            return compose(
                 settings,
                 state,
                 lambda applier: LocalJournal(store, applier),
                 metrics=metrics,
+                triton=triton,
                 on_stop=store.close,
             )
         worker = asyncio.run(_worker_number(settings))
@@ -114,11 +137,12 @@ def build_service(
         replication = Replication(
             StreamLog.connect(settings.redis_url, settings.redis_stream), store
         )
-        return FeedService(
+        return compose(
             settings,
             state,
             replication.journal,
             metrics=metrics,
+            triton=triton,
             on_stop=store.close,
             replication=replication,
             ids=SnowflakeIds(worker),
@@ -126,3 +150,80 @@ def build_service(
     except BaseException:
         store.close()
         raise
+
+
+def compose(
+    settings: OrchestratorSettings,
+    state: WorldState,
+    journal: Callable[[Applier], Journal],
+    *,
+    metrics: Metrics | None = None,
+    triton: PhoenixTriton | None = None,
+    on_stop: Callable[[], None] | None = None,
+    replication: Replication | None = None,
+    ids: SnowflakeIds | None = None,
+) -> FeedService:
+    """The service's parts over the in-memory `state`: `journal` builds the journal the writes
+    go through from the applier; `on_stop` releases what the journal holds. With `replication`
+    the service runs as one of several replicas; `ids` makes its post ids (a worker number of
+    its own)."""
+    metrics = metrics or Metrics()
+    clock = Clock(state.now_ms)
+    thunder = Thunder(settings.thunder)
+    thunder.ingest_many(list(state.posts))
+    thunder.expire(clock.now_ms())
+    if triton is None:
+        triton = PhoenixTriton(
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            metrics=metrics,
+            breaker=CircuitBreaker(
+                failures=settings.circuit_failures, open_s=settings.circuit_open_s
+            ),
+        )
+    keeper = IndexKeeper(settings, state.posts, triton, metrics)
+    applier = Applier(state.viewers, state.posts, thunder, keeper)
+    writes = Writes(state.viewers, state.posts, clock, journal(applier), ids)
+    executor = search_executor(settings.ann_threads)
+    features = ModelFeatures(state.posts)
+    # With a scoring budget the ranker sees at most that many candidates, the newest in-network
+    # ones first: Thunder need not build more (twice, for what filters drop).
+    budget = settings.scoring_budget
+    pipeline = FeedPipeline(
+        sources=(
+            RetrievalSource(features, settings.retrieval_k, executor),
+            ThunderSource(
+                thunder, None if budget is None else min(2 * budget, settings.thunder.max_results)
+            ),
+        ),
+        hydrator=PostHydrator(state.posts, state.viewers),
+        filters=feed_filters(settings),
+        scorer=PhoenixScorer(features),
+        ranking=settings.ranking,
+        metrics=metrics,
+    )
+    return FeedService(
+        settings,
+        viewers=state.viewers,
+        posts=state.posts,
+        clock=clock,
+        thunder=thunder,
+        triton=triton,
+        keeper=keeper,
+        pipeline=pipeline,
+        writes=writes,
+        metrics=metrics,
+        replication=replication,
+        on_stop=(
+            lambda: executor.shutdown(wait=False),
+            *(() if on_stop is None else (on_stop,)),
+        ),
+    )
+
+
+def feed_filters(settings: OrchestratorSettings) -> tuple[Filter, ...]:
+    """docs/DESIGN.md §7's filters, then the scoring budget when one is set."""
+    filters = default_filters(int(settings.retention_hours * 3_600_000))
+    if settings.scoring_budget is not None:
+        filters = (*filters, ScoringBudget(settings.scoring_budget))
+    return filters

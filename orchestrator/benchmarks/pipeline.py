@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import statistics
 import subprocess
@@ -117,11 +118,21 @@ def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, 
     from orchestrator.settings import OrchestratorSettings
 
     data = Path(tempfile.mkdtemp(prefix="phoenix-bench-"))  # the world imported, then dropped
-    service = build_service(OrchestratorSettings(data=data, world=world, ann_backend="exact"))
-    service.triton = FakeTriton()  # type: ignore[assignment]
+    settings = OrchestratorSettings(data=data, world=world, ann_backend="exact")
+    keeper = None
+    if "triton" in inspect.signature(build_service).parameters:  # the service as parts
+        service = build_service(settings, triton=FakeTriton())  # type: ignore[arg-type]
+        keeper = service.keeper
+    else:  # older versions: one service object holds it all
+        service = build_service(settings)
+        service.triton = FakeTriton()  # type: ignore[assignment]
 
     async def run() -> list[float]:
-        await service._refresh()  # connect and build the index, no background task
+        # connect and build the index, no background task
+        if keeper is not None:
+            await keeper.refresh(service.clock.now_ms())
+        else:
+            await service._refresh()
         ids = service.viewers.user_ids()
         ranked = sorted(ids, key=lambda v: -len(service.viewers.get(v).following))[:viewers]
         extra = {"explain": True} if explain else {}
@@ -139,7 +150,10 @@ def measure(world: Path, viewers: int, rounds: int, explain: bool) -> dict[str, 
     try:
         samples = asyncio.run(run())
     finally:
-        service._search_executor.shutdown(wait=False)
+        if keeper is not None:
+            asyncio.run(service.stop())  # the search threads and the store
+        else:
+            service._search_executor.shutdown(wait=False)
         shutil.rmtree(data, ignore_errors=True)
     samples.sort()
     return {

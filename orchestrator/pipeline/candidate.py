@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.model_set import ModelSet
 from orchestrator.state.viewers import Viewer
 from phoenix.features import COUNT_NAMES
 from phoenix.world.schema import ORIGINAL, REPLY, REPOST, SID_LEVELS
@@ -32,7 +33,8 @@ Bools = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class FeedQuery:
-    """One feed request, with the viewer's state as of its start."""
+    """One feed request, with the viewer's state and the model set (`models`, None before the
+    first is ready) as of its start: every stage of the feed runs on that one set."""
 
     viewer: Viewer
     now_ms: int
@@ -42,6 +44,7 @@ class FeedQuery:
     in_network_only: bool = False
     video_only: bool = False  # only video posts (Thunder reads its video lists)
     explain: bool = False  # keep every stage's numbers for the response
+    models: ModelSet | None = None
 
 
 def _ints(n: int) -> I64:

@@ -3,7 +3,8 @@ arithmetic -> selection, with a timing per stage and degraded mode.
 
 Degraded mode: when Triton fails (down, too slow, refusing), the feed is still answered, from the
 in-network candidates in recency order, with `degraded` set; the next request tries Triton again,
-so the service recovers by itself.
+so the service recovers by itself. Before the first model set is ready (`FeedQuery.models` is
+None) retrieval says so and every feed is degraded alike.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.metrics import Metrics
+from orchestrator.model_set import ModelSetNotReady
 from orchestrator.pipeline.candidate import Candidates, FeedQuery, RankedPost
 from orchestrator.pipeline.filters import Filter, apply_filters
 from orchestrator.pipeline.hydrator import PostHydrator
-from orchestrator.pipeline.ranking import EmbeddingLookup, Ranked, RankingInputs, rank
+from orchestrator.pipeline.ranking import Ranked, RankingInputs, rank
 from orchestrator.pipeline.scorer import PhoenixScorer
 from orchestrator.pipeline.selector import select
 from orchestrator.pipeline.sources import Source
@@ -55,7 +57,6 @@ class FeedPipeline:
         scorer: PhoenixScorer,
         ranking: RankingConfig,
         metrics: Metrics,
-        embeddings: EmbeddingLookup | None = None,
     ) -> None:
         self.sources = tuple(sources)
         self.hydrator = hydrator
@@ -63,7 +64,6 @@ class FeedPipeline:
         self.scorer = scorer
         self.ranking = ranking
         self.metrics = metrics
-        self.embeddings = embeddings  # post embeddings for DPP (None: every post unlike others)
 
     async def run(self, query: FeedQuery) -> FeedResult:
         result = FeedResult(posts=[])
@@ -75,8 +75,11 @@ class FeedPipeline:
             )
         parts: list[Candidates] = []
         for source, got in zip(self.sources, fetched, strict=True):
-            if isinstance(got, TritonUnavailable):
-                self._degrade(result, f"{source.name}: {got}")
+            if isinstance(got, ModelSetNotReady):
+                self._degrade(result, source.name, str(got))
+                got = Candidates.empty()
+            elif isinstance(got, TritonUnavailable):
+                self._degrade(result, source.name, f"{source.name}: {got}")
                 got = Candidates.empty()
             elif isinstance(got, BaseException):
                 raise got
@@ -100,13 +103,15 @@ class FeedPipeline:
                 with timer("ranker"):
                     await self.scorer.score(query, kept)
             except TritonUnavailable as exc:
-                self._degrade(result, f"ranker: {exc}")
+                self._degrade(result, "ranker", f"ranker: {exc}")
         with timer("select"):
             if result.degraded:
                 kept.score = np.zeros(len(kept))
                 result.posts = kept.posts(recency_page(kept, query.limit))
             else:
-                ranked = rank(self.ranking, ranking_inputs(query, kept), self.embeddings)
+                # DPP compares the candidate-tower embeddings of the feed's set.
+                embeddings = None if query.models is None else query.models.index.embeddings
+                ranked = rank(self.ranking, ranking_inputs(query, kept), embeddings)
                 kept.score = ranked.final
                 order = ranked.order
                 chosen = select(
@@ -119,10 +124,10 @@ class FeedPipeline:
         result.timings_ms["total"] = sum(result.timings_ms.values())
         return result
 
-    def _degrade(self, result: FeedResult, reason: str) -> None:
+    def _degrade(self, result: FeedResult, stage: str, reason: str) -> None:
         if not result.degraded:
             log.warning("feed degraded: %s", reason)
-            self.metrics.degraded.labels(reason.split(":", 1)[0]).inc()
+            self.metrics.degraded.labels(stage).inc()
         result.degraded = True
         result.degraded_reason = result.degraded_reason or reason
 

@@ -6,11 +6,10 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Protocol
 
+from orchestrator.model_set import ModelSetNotReady
 from orchestrator.pipeline.candidate import RETRIEVAL, THUNDER, Candidates, FeedQuery
 from orchestrator.pipeline.features import ModelFeatures
-from orchestrator.post_index import PostIndex
 from orchestrator.thunder import Thunder
-from orchestrator.triton_client import PhoenixTriton
 from phoenix.serving import USER_TOWER
 
 
@@ -46,31 +45,29 @@ class ThunderSource:
 
 
 class RetrievalSource:
-    """The viewer's user-tower embedding (Triton) matched against the post index."""
+    """The viewer's user-tower embedding (Triton) matched against the post index, both of the
+    feed's model set (`FeedQuery.models`); `ModelSetNotReady` while there is none yet."""
 
     name = RETRIEVAL
 
     def __init__(
-        self,
-        triton: PhoenixTriton,
-        index: PostIndex,
-        features: ModelFeatures,
-        k: int = 500,
-        executor: Executor | None = None,
+        self, features: ModelFeatures, k: int = 500, executor: Executor | None = None
     ) -> None:
-        self.triton = triton
-        self.index = index
         self.features = features
         self.k = k
         self.executor = executor  # where searches run (None: asyncio's default executor)
 
     async def fetch(self, query: FeedQuery) -> Candidates:
+        models = query.models
+        if models is None:
+            raise ModelSetNotReady()
         if query.in_network_only:
             return Candidates.of(RETRIEVAL, [], in_network=False)
-        hasher = self.triton.served.hasher_of(USER_TOWER)
-        embedding = await self.triton.embed_users(self.features.history(hasher, query.viewer))
+        triton = models.models
+        hasher = triton.served.hasher_of(USER_TOWER)
+        embedding = await triton.embed_users(self.features.history(hasher, query.viewer))
         loop = asyncio.get_running_loop()
         ids, scores = await loop.run_in_executor(
-            self.executor, self.index.search, embedding[0], self.k
+            self.executor, models.index.search, embedding[0], self.k
         )
         return Candidates.of(RETRIEVAL, ids, in_network=False, retrieval_scores=scores)

@@ -168,13 +168,14 @@ def test_served_predictions_are_the_model_on_the_stores_features(
     assert posts and viewer is not None
     query = FeedQuery(viewer=viewer, now_ms=now)
     batch = Candidates.of(THUNDER, [p["post_id"] for p in posts], in_network=True)
-    service._hydrator.hydrate(query, batch)
-    served = service._served
-    assert served is not None
+    service.pipeline.hydrator.hydrate(query, batch)
+    assert service.keeper.current is not None
+    served = service.keeper.current.models.served
     hasher = served.hasher_of(RANKER)
-    candidates = service._features.candidates(hasher, query, batch)
+    features = service.pipeline.scorer.features
+    candidates = features.candidates(hasher, query, batch)
     arrays = {
-        **service._features.viewer(hasher, query),
+        **features.viewer(hasher, query),
         **{k: v[None] for k, v in candidates.items()},
     }
     inputs, _ = model_io(RANKER, served.config)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from orchestrator.metrics import Metrics
+from orchestrator.model_set import ModelSet
 from orchestrator.pipeline.candidate import RETRIEVAL, Candidates, FeedQuery
 from orchestrator.pipeline.features import ModelFeatures
 from orchestrator.pipeline.filters import default_filters
@@ -92,20 +93,23 @@ async def _index(world: World, triton: PhoenixTriton) -> PostIndex:
     return index
 
 
-async def _pipeline(world: World, triton: PhoenixTriton) -> FeedPipeline:
-    """The feed pipeline as the service wires it: retrieval (over a fresh post index) and
-    Thunder, hydration, the default filters, the ranker, DPP on the index's embeddings."""
-    index = await _index(world, triton)
+async def _models(world: World, triton: PhoenixTriton) -> ModelSet:
+    """The model set of a pinned client: it and a fresh post index of the world's posts."""
+    return ModelSet(triton, await _index(world, triton))
+
+
+def _pipeline(world: World) -> FeedPipeline:
+    """The feed pipeline as the service wires it: retrieval and Thunder, hydration, the default
+    filters, the ranker; retrieval, ranker and DPP read the query's model set."""
     thunder = Thunder()
     thunder.ingest_many(list(world.posts))
     return FeedPipeline(
-        sources=(RetrievalSource(triton, index, world.features, k=20), ThunderSource(thunder)),
+        sources=(RetrievalSource(world.features, k=20), ThunderSource(thunder)),
         hydrator=PostHydrator(world.posts, world.viewers),
         filters=default_filters(),
-        scorer=PhoenixScorer(triton, world.features),
+        scorer=PhoenixScorer(world.features),
         ranking=RankingConfig(),
         metrics=Metrics(),
-        embeddings=index.embeddings,
     )
 
 
@@ -122,12 +126,11 @@ def test_the_scorer_takes_the_rankers_columns_in_candidate_order() -> None:
     server = FakeServer({1: model_set("tiny", max_candidates=64)})
 
     async def score() -> Candidates:
-        triton = await _connected(server)
-        query = world.query()
+        query = world.query(models=await _models(world, await _connected(server)))
         ids = [p.post_id for p in world.strangers[:70]]  # over the limit: two requests
         candidates = Candidates.of(RETRIEVAL, ids, in_network=False)
         PostHydrator(world.posts, world.viewers).hydrate(query, candidates)
-        await PhoenixScorer(triton, world.features).score(query, candidates)
+        await PhoenixScorer(world.features).score(query, candidates)
         return candidates
 
     candidates = asyncio.run(score())
@@ -149,9 +152,8 @@ def test_retrieval_finds_the_posts_the_viewer_engaged_with_first() -> None:
     world = World()
 
     async def fetch() -> Candidates:
-        triton = await _connected()
-        source = RetrievalSource(triton, await _index(world, triton), world.features, k=5)
-        return await source.fetch(world.query())
+        models = await _models(world, await _connected())
+        return await RetrievalSource(world.features, k=5).fetch(world.query(models=models))
 
     found = asyncio.run(fetch())
     assert len(found) == 5
@@ -165,10 +167,10 @@ def test_a_feed_names_the_pinned_version_even_after_a_newer_one_appears() -> Non
 
     async def feeds() -> tuple[list[object], set[tuple[str, str]], str]:
         triton = FakeTriton(server)
-        pipeline = await _pipeline(world, triton.pinned(await triton.connect()))
+        models = await _models(world, triton.pinned(await triton.connect()))
         server.publish(2, model_set())
         with recorded_calls() as calls:
-            result = await pipeline.run(world.query(limit=10))
+            result = await _pipeline(world).run(world.query(limit=10, models=models))
         assert not result.degraded, result.degraded_reason
         return result.posts, calls, (await triton.newest_set()).version
 
@@ -184,9 +186,9 @@ def test_triton_down_degrades_the_feed_to_thunder() -> None:
     server = FakeServer()
 
     async def feed() -> object:
-        pipeline = await _pipeline(world, await _connected(server))
+        models = await _models(world, await _connected(server))
         server.down = True
-        return await pipeline.run(world.query())
+        return await _pipeline(world).run(world.query(models=models))
 
     result = asyncio.run(feed())
     assert result.degraded  # type: ignore[attr-defined]

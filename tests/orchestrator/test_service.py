@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from orchestrator.build import build_service
+from orchestrator.pipeline.sources import ThunderSource
 from orchestrator.service import FeedService
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.writes import NewPost
@@ -189,7 +190,8 @@ def test_a_scoring_budget_caps_what_thunder_builds_and_what_is_ranked(
         scoring_budget=3,
     )
     service = build_service(settings)
-    assert service._thunder_source.max_results == 6
+    thunder = next(s for s in service.pipeline.sources if isinstance(s, ThunderSource))
+    assert thunder.max_results == 6
     viewer = max(
         service.viewers.user_ids(),
         key=lambda v: len(service.viewers.get(v).following),  # type: ignore[union-attr]
