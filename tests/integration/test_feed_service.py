@@ -494,11 +494,12 @@ def test_healthz_stays_fast_while_large_bodies_are_parsed(stack: Stack) -> None:
         for t in threads:
             t.join(30)
     assert answered and set(answered) == {422}
-    # A stalled event loop makes /healthz wait behind a parse: before parsing moved off the loop,
-    # its median was 0.43 s against about 1 s per refusal on 2 cores (0.4 of one). Measured
-    # against the refusals of the same run, so a busy machine slows both sides alike.
+    # A stalled event loop makes /healthz wait behind the parses queued on it: before parsing
+    # moved off the loop its median was 0.43 s on 2 cores, with the four refusals serialised.
+    # Now it answers in tens of ms; the bound grows with the refusals of the same run, so a busy
+    # machine (another test worker) slows both sides alike.
     refusal = statistics.median(refusal_s)
-    assert statistics.median(latencies) < 0.2 * refusal, (
+    assert statistics.median(latencies) < max(0.15, 0.3 * refusal), (
         f"/healthz: {sorted(latencies)}; one refusal: {refusal:.3f} s"
     )
 
