@@ -20,6 +20,7 @@ from orchestrator.settings import OrchestratorSettings
 from phoenix.world.generate import generate_world
 from phoenix.world.spec import WorldSpec
 from tests.fakes.triton import FakeServer, FakeTriton
+from tests.fakes.viewers import follower_and_author
 
 SERVICE = {"Authorization": "Bearer service-token-0123456789"}
 
@@ -43,20 +44,12 @@ def service(world_dir: Path, tmp_path: Path, server: FakeServer) -> FeedService:
     )
 
 
-def _follower_and_author(service: FeedService) -> tuple[int, int]:
-    for user_id in service.viewers.user_ids():
-        viewer = service.viewers.get(user_id)
-        if viewer is not None and viewer.following:
-            return user_id, viewer.following[0]
-    raise AssertionError("no viewer follows anyone")
-
-
 Calls = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
 def serve(service: FeedService, calls: Calls) -> None:
     """Run `calls` against the app over ASGI, inside its lifespan (which starts the service)."""
-    viewer, _ = _follower_and_author(service)
+    viewer, _ = follower_and_author(service)
     tokens = {"service-token-0123456789": "service", "viewer-token-0123456789": viewer}
     app = create_app(service, auth=Authenticator(tokens))
 
@@ -72,7 +65,7 @@ def serve(service: FeedService, calls: Calls) -> None:
 def test_feeds_are_ranked_on_the_fake_set_and_writes_reach_followers(
     service: FeedService, server: FakeServer
 ) -> None:
-    viewer, author = _follower_and_author(service)
+    viewer, author = follower_and_author(service)
 
     async def calls(http: httpx.AsyncClient) -> None:
         assert (await http.get("/readyz")).status_code == 200
@@ -96,7 +89,7 @@ def test_feeds_are_ranked_on_the_fake_set_and_writes_reach_followers(
 
 
 def test_a_user_token_writes_only_as_its_user(service: FeedService) -> None:
-    viewer, author = _follower_and_author(service)
+    viewer, author = follower_and_author(service)
     mine = {"Authorization": "Bearer viewer-token-0123456789"}
 
     async def calls(http: httpx.AsyncClient) -> None:
@@ -110,7 +103,7 @@ def test_a_user_token_writes_only_as_its_user(service: FeedService) -> None:
 
 
 def test_triton_down_degrades_feeds_without_a_5xx(service: FeedService, server: FakeServer) -> None:
-    viewer, _ = _follower_and_author(service)
+    viewer, _ = follower_and_author(service)
 
     async def calls(http: httpx.AsyncClient) -> None:
         server.down = True

@@ -22,6 +22,7 @@ from phoenix.serving import RANKER, USER_TOWER
 from phoenix.world.generate import generate_world
 from phoenix.world.spec import WorldSpec
 from tests.fakes.triton import FakeServer, FakeTriton, model_set
+from tests.fakes.viewers import follower_and_author
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,6 @@ def service(world_dir: Path, tmp_path: Path, server: FakeServer) -> FeedService:
     return build_service(settings, triton=triton)
 
 
-def _follower_and_author(service: FeedService) -> tuple[int, int]:
-    for user_id in service.viewers.user_ids():
-        viewer = service.viewers.get(user_id)
-        if viewer is not None and len(viewer.following) >= 2:
-            return user_id, viewer.following[0]
-    raise AssertionError("no viewer follows two accounts")
-
-
 def _indexed(service: FeedService, post_id: int) -> bool:
     current = service.keeper.current
     assert current is not None
@@ -63,7 +56,7 @@ def test_before_triton_answers_there_is_no_set_and_feeds_say_why(
     server.down = True
     asyncio.run(service.maintain_once())
     assert service.keeper.current is None
-    viewer, _ = _follower_and_author(service)
+    viewer, _ = follower_and_author(service, min_following=2)
     for in_network_only in (False, True):
         result = asyncio.run(service.feed(viewer, limit=50, in_network_only=in_network_only))
         assert result.degraded and result.degraded_reason == NOT_READY
@@ -84,7 +77,7 @@ def test_the_first_answer_builds_the_index_and_feeds_are_ranked_on_that_set(
     indexable = [p for p in service.posts if current.index.indexable(p, service.clock.now_ms())]
     originals = [p for p in indexable if p.is_original]
     assert originals and len(current.index) == len(originals)
-    viewer, _ = _follower_and_author(service)
+    viewer, _ = follower_and_author(service, min_following=2)
     result = asyncio.run(service.feed(viewer, limit=20))
     assert not result.degraded, result.degraded_reason
     assert result.model_versions == {"post_index": "1", RANKER: "1", USER_TOWER: "1"}
@@ -96,7 +89,7 @@ def test_a_post_created_while_triton_is_down_is_indexed_on_the_next_round(
     service: FeedService, server: FakeServer
 ) -> None:
     server.down = True
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service, min_following=2)
     early = asyncio.run(service.writes.create_post(NewPost(author_id=author, text="early")))
     gone = asyncio.run(service.writes.create_post(NewPost(author_id=author, text="gone")))
     asyncio.run(service.writes.delete_post(gone.post_id))
@@ -119,7 +112,7 @@ def test_a_newer_set_gets_its_own_index_with_the_writes_made_while_it_was_built(
     asyncio.run(service.maintain_once())
     first = service.keeper.current
     assert first is not None and first.version == "1"
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service, min_following=2)
     doomed = asyncio.run(service.writes.create_post(NewPost(author_id=author, text="doomed")))
     made: list[int] = []
     build = service.keeper._new_index
@@ -147,7 +140,7 @@ def test_a_feed_runs_on_the_set_it_started_with_across_a_switch(
     service: FeedService, server: FakeServer
 ) -> None:
     asyncio.run(service.maintain_once())
-    viewer_id, _ = _follower_and_author(service)
+    viewer_id, _ = follower_and_author(service, min_following=2)
     viewer = service.viewers.get(viewer_id)
     assert viewer is not None
     started = FeedQuery(

@@ -19,6 +19,7 @@ from phoenix.errors import Conflict, NotFound
 from phoenix.triton.server import free_port
 from phoenix.world.generate import generate_world
 from phoenix.world.spec import WorldSpec
+from tests.fakes.viewers import follower_and_author
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +39,8 @@ def service(world_dir: Path, tmp_path: Path) -> FeedService:
     return build_service(settings)
 
 
-def _follower_and_author(service: FeedService) -> tuple[int, int]:
-    for user_id in service.viewers.user_ids():
-        viewer = service.viewers.get(user_id)
-        if viewer is not None and viewer.following:
-            return user_id, viewer.following[0]
-    raise AssertionError("no viewer follows anyone")
-
-
 def test_a_new_post_gets_a_snowflake_id_from_the_service_clock(service: FeedService) -> None:
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service)
     before = service.clock.now_ms()
     post = asyncio.run(service.writes.create_post(NewPost(author_id=author, text="hello")))
     assert before <= post.created_ms <= service.clock.now_ms()
@@ -57,7 +50,7 @@ def test_a_new_post_gets_a_snowflake_id_from_the_service_clock(service: FeedServ
 
 
 def test_replies_and_reposts_link_to_what_they_answer(service: FeedService) -> None:
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service)
     root = asyncio.run(service.writes.create_post(NewPost(author_id=author)))
     reply = asyncio.run(
         service.writes.create_post(NewPost(author_id=author, parent_id=root.post_id))
@@ -87,7 +80,7 @@ def test_unknown_authors_are_refused(
 
 
 def test_replies_reposts_and_quotes_count_on_the_post_they_point_at(service: FeedService) -> None:
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service)
     root = asyncio.run(service.writes.create_post(NewPost(author_id=author)))
     asyncio.run(service.writes.create_post(NewPost(author_id=author, parent_id=root.post_id)))
     asyncio.run(service.writes.create_post(NewPost(author_id=author, reposted_id=root.post_id)))
@@ -97,7 +90,7 @@ def test_replies_reposts_and_quotes_count_on_the_post_they_point_at(service: Fee
 
 
 def test_the_world_s_profiles_and_counts_are_loaded(service: FeedService) -> None:
-    viewer, _ = _follower_and_author(service)
+    viewer, _ = follower_and_author(service)
     profile = service.viewers.get(viewer).profile  # type: ignore[union-attr]
     assert np.asarray(profile.timezone).shape == (1,) and np.asarray(profile.ip_id)[0] != 0
     views = sum(int(service.posts.counts(p.post_id)[-1]) for p in service.posts)
@@ -105,7 +98,7 @@ def test_the_world_s_profiles_and_counts_are_loaded(service: FeedService) -> Non
 
 
 def test_inconsistent_posts_are_refused_and_nothing_is_stored(service: FeedService) -> None:
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service)
     root = asyncio.run(service.writes.create_post(NewPost(author_id=author)))
     count = len(service.posts)
     with pytest.raises(NotFound, match="parent_id"):
@@ -127,7 +120,7 @@ def test_inconsistent_posts_are_refused_and_nothing_is_stored(service: FeedServi
 
 
 def test_a_deleted_post_is_gone_everywhere_and_cannot_come_back(service: FeedService) -> None:
-    _, author = _follower_and_author(service)
+    _, author = follower_and_author(service)
     post = asyncio.run(service.writes.create_post(NewPost(author_id=author)))
     assert asyncio.run(service.writes.delete_post(post.post_id)) == post
     assert service.posts.get(post.post_id) is None and service.thunder.get(post.post_id) is None
@@ -137,7 +130,7 @@ def test_a_deleted_post_is_gone_everywhere_and_cannot_come_back(service: FeedSer
 
 
 def test_engagements_and_relations(service: FeedService) -> None:
-    viewer, author = _follower_and_author(service)
+    viewer, author = follower_and_author(service)
     post = asyncio.run(service.writes.create_post(NewPost(author_id=author)))
     actions = tuple(a in {"favorite", "share"} for a in ACTIONS)
     before = service.clock.now_ms()
@@ -165,7 +158,7 @@ def test_engagements_and_relations(service: FeedService) -> None:
 
 
 def test_before_triton_answers_feeds_are_in_network_and_degraded(service: FeedService) -> None:
-    viewer, author = _follower_and_author(service)
+    viewer, author = follower_and_author(service)
     post = asyncio.run(service.writes.create_post(NewPost(author_id=author, text="news")))
     result = asyncio.run(service.feed(viewer, limit=200))
     assert result.degraded and "Triton" in (result.degraded_reason or "")
