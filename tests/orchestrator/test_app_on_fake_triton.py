@@ -6,42 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
-import pytest
 
 from orchestrator.app import create_app
 from orchestrator.auth import Authenticator
-from orchestrator.build import build_service
-from orchestrator.circuit import CircuitBreaker
 from orchestrator.service import FeedService
-from orchestrator.settings import OrchestratorSettings
-from phoenix.world.generate import generate_world
-from phoenix.world.spec import WorldSpec
-from tests.fakes.triton import FakeServer, FakeTriton
+from tests.fakes.triton import FakeServer
 from tests.fakes.viewers import follower_and_author
 
 SERVICE = {"Authorization": "Bearer service-token-0123456789"}
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world") / "w"
-    return generate_world(WorldSpec(seed=11, num_users=100, num_authors=20), out, progress=False)
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def service(world_dir: Path, tmp_path: Path, server: FakeServer) -> FeedService:
-    settings = OrchestratorSettings(data=tmp_path / "data", world=world_dir, ann_backend="exact")
-    return build_service(
-        settings, triton=FakeTriton(server, breaker=CircuitBreaker(failures=1_000_000))
-    )
 
 
 Calls = Callable[[httpx.AsyncClient], Awaitable[None]]

@@ -5,43 +5,18 @@ created and deleted meanwhile, and the one pipeline runs each feed on the set it
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
-from orchestrator.build import build_service
-from orchestrator.circuit import CircuitBreaker
 from orchestrator.model_set import NOT_READY
 from orchestrator.pipeline.candidate import FeedQuery
 from orchestrator.post_index import PostIndex
 from orchestrator.service import FeedService
-from orchestrator.settings import OrchestratorSettings
 from orchestrator.triton_client import PhoenixTriton, recorded_calls
 from orchestrator.writes import NewPost
 from phoenix.serving import RANKER, USER_TOWER
-from phoenix.world.generate import generate_world
-from phoenix.world.spec import WorldSpec
-from tests.fakes.triton import FakeServer, FakeTriton, model_set
+from tests.fakes.triton import FakeServer, model_set
 from tests.fakes.viewers import follower_and_author
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world") / "w"
-    return generate_world(WorldSpec(seed=5, num_users=120, num_authors=20), out, progress=False)
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def service(world_dir: Path, tmp_path: Path, server: FakeServer) -> FeedService:
-    settings = OrchestratorSettings(data=tmp_path / "data", world=world_dir, ann_backend="exact")
-    # A breaker that never opens: each test decides when Triton answers.
-    triton = FakeTriton(server, breaker=CircuitBreaker(failures=1_000_000))
-    return build_service(settings, triton=triton)
 
 
 def _indexed(service: FeedService, post_id: int) -> bool:
