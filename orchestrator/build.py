@@ -9,9 +9,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from orchestrator.applier import Applier
 from orchestrator.circuit import CircuitBreaker
 from orchestrator.index_keeper import IndexKeeper
@@ -35,7 +32,6 @@ from orchestrator.state.world_state import WorldState, load_state, world_dataset
 from orchestrator.thunder import Thunder
 from orchestrator.triton_client import PhoenixTriton
 from orchestrator.writes import Clock, Writes
-from phoenix.errors import ReplicationError
 from phoenix.snowflake import WORKER_BITS, SnowflakeIds
 from phoenix.world.io import load_world
 
@@ -79,13 +75,11 @@ def join_shared_log(settings: OrchestratorSettings, store: SqliteStore) -> None:
         dataset = world_dataset(load_world(settings.world))
 
     async def run() -> None:
-        shared = StreamLog.connect(settings.redis_url, settings.redis_stream)
-        try:
+        where = f"--redis {settings.redis_url}"
+        async with StreamLog.opened(
+            settings.redis_url, settings.redis_stream, where=where
+        ) as shared:
             await bootstrap(shared, store, dataset)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ReplicationError(f"--redis {settings.redis_url}: {exc}") from exc
-        finally:
-            await shared.close()
 
     asyncio.run(run())
 
@@ -93,13 +87,9 @@ def join_shared_log(settings: OrchestratorSettings, store: SqliteStore) -> None:
 async def _worker_number(settings: OrchestratorSettings) -> int:
     """This replica's number among those sharing the log (the low bits of its post ids)."""
     assert settings.redis_url is not None
-    shared = StreamLog.connect(settings.redis_url, settings.redis_stream)
-    try:
+    where = f"--redis {settings.redis_url}"
+    async with StreamLog.opened(settings.redis_url, settings.redis_stream, where=where) as shared:
         return await shared.worker_number(WORKER_BITS)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise ReplicationError(f"--redis {settings.redis_url}: {exc}") from exc
-    finally:
-        await shared.close()
 
 
 def build_service(

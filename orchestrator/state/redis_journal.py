@@ -19,8 +19,9 @@ applied (its `position`) and resumes after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,6 +80,21 @@ class StreamLog:
         except ValueError as exc:
             raise ConfigError(f"redis_url: {exc}") from None
         return cls(client, key)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opened(
+        cls, url: str, key: str = DEFAULT_STREAM, *, where: str | None = None
+    ) -> AsyncIterator[StreamLog]:
+        """A log for one exchange, closed afterwards; Redis unreachable or timing out is a
+        `ReplicationError` naming `where` (default: the url)."""
+        shared = cls.connect(url, key)
+        try:
+            yield shared
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ReplicationError(f"{where or url}: {exc}") from exc
+        finally:
+            await shared.close()
 
     async def close(self) -> None:
         await self.client.aclose()

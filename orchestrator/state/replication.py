@@ -85,13 +85,8 @@ def publish(url: str, dataset: Dataset, key: str = DEFAULT_STREAM) -> bool:
     import (`phoenix load --redis`); False when the stream is not empty (nothing is added)."""
 
     async def run() -> bool:
-        shared = StreamLog.connect(url, key)
-        try:
+        async with StreamLog.opened(url, key) as shared:
             return await shared.publish_dataset(dataset)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise ReplicationError(f"{url}: {exc}") from exc
-        finally:
-            await shared.close()
 
     return asyncio.run(run())
 
