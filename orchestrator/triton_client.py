@@ -13,9 +13,10 @@ The three models of one export share a version number (export.repository.build).
 that set: each of its calls names the version, so one feed never mixes two exports' models, even
 while Triton serves the next set beside it.
 
-Ranker requests are padded to a few candidate-count buckets so that Triton's dynamic batcher can
-put several viewers' requests into one execution (`phoenix.triton.requests.ranker_requests`);
-above the model's candidate limit a request is split.
+Ranker requests are padded to the candidate-count buckets the served ranker names (a few on a
+GPU, so that Triton's dynamic batcher can put several viewers' requests into one execution; every
+multiple of 64 on a CPU, where padding costs and batching saves little;
+`phoenix.triton.requests.ranker_requests`); above the model's candidate limit a request is split.
 
 Two kinds of failure (phoenix.errors): TritonUnavailable (no answer, or too late: the feed
 degrades; a circuit breaker, orchestrator.circuit, stops waiting for a Triton known to be down)
@@ -44,7 +45,7 @@ from orchestrator.circuit import CircuitBreaker
 from orchestrator.metrics import Metrics
 from phoenix.errors import TritonRefused, TritonUnavailable
 from phoenix.features import Arrays
-from phoenix.serving import CANDIDATE_BUCKETS, CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
+from phoenix.serving import CANDIDATE_TOWER, MODEL_NAMES, RANKER, USER_TOWER
 from phoenix.triton.requests import (
     MODEL_OUTPUTS,
     ServedModels,
@@ -60,9 +61,6 @@ from phoenix.triton.requests import (
 __all__ = ["PhoenixTriton", "ServedModels", "TritonRefused", "TritonUnavailable", "recorded_calls"]
 
 log = logging.getLogger(__name__)
-
-#: Candidate counts a ranker request is padded up to (those above the model's limit are dropped).
-DEFAULT_BUCKETS = CANDIDATE_BUCKETS
 
 #: gRPC statuses that mean Triton read the request and refused it (everything else: unavailable).
 _REFUSED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
@@ -93,13 +91,14 @@ class PhoenixTriton:
         url: str,
         *,
         timeout_s: float = 2.0,
-        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        buckets: Sequence[int] | None = None,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.removeprefix("grpc://")
         self.timeout_s = timeout_s
-        self._buckets = tuple(sorted(buckets))
+        # None: the buckets the served ranker names (ServedModels.candidate_buckets).
+        self._buckets = None if buckets is None else tuple(sorted(buckets))
         self._metrics = metrics or Metrics()
         self.breaker = breaker or CircuitBreaker()
         self.breaker.on_change = self._circuit_changed
@@ -238,7 +237,8 @@ class PhoenixTriton:
 
     def bucket(self, count: int) -> int:
         """The candidate count a request of `count` candidates is padded to."""
-        return bucket(count, self._buckets, self.served.max_candidates)
+        buckets = self.served.candidate_buckets if self._buckets is None else self._buckets
+        return bucket(count, buckets, self.served.max_candidates)
 
     async def _infer(
         self, model: str, arrays: Arrays, outputs: Sequence[str]

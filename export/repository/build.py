@@ -44,7 +44,14 @@ from export.tensorrt.runtime import EngineRunner
 from export.torch_serving.runner import TorchRunner, TorchServingOptions, resolve_device
 from phoenix.config import ModelConfig
 from phoenix.errors import ExportError
-from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
+from phoenix.serving import (
+    CANDIDATE_BUCKETS_PARAMETER,
+    MAX_CANDIDATES_PARAMETER,
+    MODEL_CONFIG_PARAMETER,
+    cpu_candidate_buckets,
+    format_buckets,
+    gpu_candidate_buckets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +277,22 @@ def _parity_counts(max_candidates: int) -> tuple[int, ...]:
     return tuple(sorted({min(count, max_candidates) for count in CANDIDATE_COUNTS}))
 
 
-def served_parameters(config: ModelConfig, max_candidates: int) -> dict[str, str]:
-    """The model config (JSON) and the candidate limit, for clients of the served model."""
+def served_parameters(config: ModelConfig, max_candidates: int, target: Target) -> dict[str, str]:
+    """The model config (JSON), the candidate limit and the candidate counts the target wants
+    ranker requests padded to, for clients of the served model."""
     return {
         MODEL_CONFIG_PARAMETER: config.model_dump_json(),
         MAX_CANDIDATES_PARAMETER: str(max_candidates),
+        CANDIDATE_BUCKETS_PARAMETER: format_buckets(candidate_buckets(target, max_candidates)),
     }
+
+
+def candidate_buckets(target: Target, max_candidates: int) -> tuple[int, ...]:
+    """Fine steps on the CPU target (padding costs, batching saves little); the few GPU
+    buckets elsewhere (they keep the dynamic batcher and the CUDA graphs effective)."""
+    if target is Target.CPU:
+        return cpu_candidate_buckets(max_candidates)
+    return gpu_candidate_buckets(max_candidates)
 
 
 def _publish(
@@ -309,7 +326,10 @@ def _publish(
         outputs,
         max_batch_size=_max_batch(name, settings),
         max_queue_delay_us=settings.max_queue_delay_us,
-        parameters={**served_parameters(config, settings.max_candidates), **files.parameters},
+        parameters={
+            **served_parameters(config, settings.max_candidates, settings.target),
+            **files.parameters,
+        },
     )
     return publish_version(
         repository,

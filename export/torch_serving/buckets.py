@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from export.onnx.wrappers import DYNAMIC, TensorSpec
-from phoenix.serving import CANDIDATE_BUCKETS
+from phoenix.serving import gpu_candidate_buckets
 
 #: The bucket key of a model without a candidate axis (the towers) has 0 candidates.
 NO_CANDIDATES = 0
@@ -53,7 +53,7 @@ class ShapeBuckets:
         """Powers of two up to `max_batch`; the orchestrator's candidate buckets up to the limit."""
         counts: tuple[int, ...] = ()
         if max_candidates is not None:
-            counts = (*(c for c in CANDIDATE_BUCKETS if c < max_candidates), max_candidates)
+            counts = gpu_candidate_buckets(max_candidates)
         return cls(powers_of_two_up_to(max_batch), counts)
 
     def pick(self, batch: int, candidates: int = NO_CANDIDATES) -> tuple[int, int] | None:

@@ -7,9 +7,10 @@ test (HTTP), `phoenix bench triton` (HTTP, gRPC and in-process) and `phoenix tri
 viewer, and the random requests of the load test and the benchmark are packed the same way; the
 check alone builds requests from a version's io.json, so it can call any exported model.
 
-What the served models expect is read from Triton: each model's `ModelConfig` and the ranker's
-candidate limit from the config.pbtxt parameters the exporter writes (`phoenix.serving`), and the
-version from the repository index: the newest version all three models have ready.
+What the served models expect is read from Triton: each model's `ModelConfig`, the ranker's
+candidate limit and the candidate counts its requests are padded to from the config.pbtxt
+parameters the exporter writes for its target (`phoenix.serving`), and the version from the
+repository index: the newest version all three models have ready.
 
 NumPy only. The tritonclient protocol module (`tritonclient.http`, `tritonclient.grpc` or
 `tritonclient.grpc.aio`) is given by the caller, so this module imports no client.
@@ -43,12 +44,15 @@ from phoenix.features import (
 )
 from phoenix.hashing import IdHasher
 from phoenix.serving import (
+    CANDIDATE_BUCKETS,
+    CANDIDATE_BUCKETS_PARAMETER,
     CANDIDATE_TOWER,
     MAX_CANDIDATES_PARAMETER,
     MODEL_CONFIG_PARAMETER,
     MODEL_NAMES,
     RANKER,
     USER_TOWER,
+    parse_buckets,
 )
 
 #: What each model answers. The ranker's are X's serving outputs: `action_log_probs` [C, 64]
@@ -242,6 +246,8 @@ class ServedModels:
     max_batch: dict[str, int]
     version: str = ""
     configs: dict[str, ModelConfig] = field(default_factory=dict)
+    #: The counts ranker requests are padded to (`bucket`), as the exporter chose for its target.
+    candidate_buckets: tuple[int, ...] = CANDIDATE_BUCKETS
 
     def config_of(self, model: str) -> ModelConfig:
         return self.configs.get(model, self.config)
@@ -312,7 +318,24 @@ def served_models(
         max_batch={name: int(configs[name].get("max_batch_size", 1)) for name in MODEL_NAMES},
         version=version,
         configs={name: model_config for name, (model_config, _) in read.items()},
+        candidate_buckets=read_candidate_buckets(configs[RANKER], where),
     )
+
+
+def read_candidate_buckets(config: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    """The candidate counts the ranker of `config` (its config.pbtxt as JSON) wants requests
+    padded to; `CANDIDATE_BUCKETS` for a ranker exported before the exporter wrote them, and
+    TritonUnavailable naming `where` if the parameter is there but unusable."""
+    param = config.get("parameters", {}).get(CANDIDATE_BUCKETS_PARAMETER)
+    if param is None:
+        return CANDIDATE_BUCKETS
+    try:
+        return parse_buckets(param["string_value"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TritonUnavailable(
+            f"{RANKER} at {where} has no usable {CANDIDATE_BUCKETS_PARAMETER!r} parameter "
+            f"({exc}); re-export it with phoenix export"
+        ) from exc
 
 
 def served_ranker(client: Any, where: str) -> tuple[ModelConfig, int]:

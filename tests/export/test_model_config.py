@@ -186,10 +186,25 @@ def test_served_parameters_carry_the_model_config_and_candidate_limit() -> None:
     from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
 
     inputs, outputs = model_io(RANKER, CONFIG)
-    params = served_parameters(CONFIG, MAX_CANDIDATES)
+    params = served_parameters(CONFIG, MAX_CANDIDATES, Target.CPU)
     text = to_pbtxt(
         build_model_config(RANKER, Target.CPU, inputs, outputs, max_batch_size=8, parameters=params)
     )
     parsed = parse_pbtxt(text).parameters
     assert ModelConfig.from_dict(json.loads(parsed[MODEL_CONFIG_PARAMETER].string_value)) == CONFIG
     assert int(parsed[MAX_CANDIDATES_PARAMETER].string_value) == MAX_CANDIDATES
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_each_target_names_the_candidate_counts_to_pad_to(target: Target) -> None:
+    """The CPU target pads to multiples of 64 (padding costs there); the GPU targets keep the
+    few buckets their batcher and CUDA graphs want. Both end at the candidate limit."""
+    from export.repository.build import served_parameters
+    from phoenix.serving import CANDIDATE_BUCKETS, CANDIDATE_BUCKETS_PARAMETER, parse_buckets
+
+    buckets = parse_buckets(served_parameters(CONFIG, 1000, target)[CANDIDATE_BUCKETS_PARAMETER])
+    assert buckets[-1] == 1000 and list(buckets) == sorted(set(buckets))
+    if target is Target.CPU:
+        assert buckets == (*range(64, 1000, 64), 1000)
+    else:
+        assert buckets == (*(b for b in CANDIDATE_BUCKETS if b < 1000), 1000)

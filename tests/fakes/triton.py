@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from orchestrator.triton_client import PhoenixTriton
 from phoenix.config import ModelConfig, get_config
 from phoenix.serving import (
+    CANDIDATE_BUCKETS_PARAMETER,
     CANDIDATE_TOWER,
     MAX_CANDIDATES_PARAMETER,
     MODEL_CONFIG_PARAMETER,
@@ -72,6 +73,8 @@ class ModelSet:
     ranker: ModelConfig
     towers: ModelConfig
     max_candidates: int = 64
+    #: The ranker's `candidate_buckets` parameter (None: not written, as before the exporter did).
+    candidate_buckets: str | None = None
     max_batch: dict[str, int] = field(
         default_factory=lambda: {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 16}
     )
@@ -87,6 +90,8 @@ class ModelSet:
         params = {MODEL_CONFIG_PARAMETER: {"string_value": self.config_of(model).model_dump_json()}}
         if model == RANKER:
             params[MAX_CANDIDATES_PARAMETER] = {"string_value": str(self.max_candidates)}
+            if self.candidate_buckets is not None:
+                params[CANDIDATE_BUCKETS_PARAMETER] = {"string_value": self.candidate_buckets}
         return {
             "config": {
                 "name": model,

@@ -28,6 +28,17 @@ def test_buckets_stop_at_the_model_limit() -> None:
     assert [client.bucket(n) for n in (1, 16, 17, 64, 65, 100)] == [16, 16, 64, 64, 100, 100]
 
 
+def test_without_buckets_of_its_own_the_client_pads_as_the_served_ranker_asks() -> None:
+    client = PhoenixTriton("127.0.0.1:1")
+    client._served = ServedModels(
+        CONFIG,
+        300,
+        {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 3},
+        candidate_buckets=(64, 128, 192, 256, 300),
+    )
+    assert [client.bucket(n) for n in (1, 65, 129, 200, 257, 300)] == [64, 128, 192, 256, 300, 300]
+
+
 class Echo:
     """Stands in for Triton: the ranker's log probabilities are -column/100 and its continuous
     outputs carry each candidate's post hash (row, first column) in every column."""

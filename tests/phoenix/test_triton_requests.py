@@ -13,6 +13,7 @@ from export.onnx.wrappers import model_io
 from phoenix.config import get_config
 from phoenix.errors import ServingError, TritonUnavailable
 from phoenix.serving import (
+    CANDIDATE_BUCKETS,
     CANDIDATE_TOWER,
     MODEL_CONFIG_PARAMETER,
     MODEL_NAMES,
@@ -108,6 +109,41 @@ def test_the_served_set_gives_each_model_its_own_config() -> None:
     assert served.max_batch == {RANKER: 4, USER_TOWER: 16, CANDIDATE_TOWER: 1024}
     assert served.hasher_of(CANDIDATE_TOWER).config == TOWERS
     assert served.embedding_dim(USER_TOWER) == TOWERS.emb_dim
+
+
+def test_the_ranker_names_the_candidate_counts_its_requests_are_padded_to() -> None:
+    configs = {
+        name: ModelSet(
+            CONFIG, TOWERS, max_candidates=256, candidate_buckets="64,128,192,256"
+        ).pbtxt(name, "3")["config"]
+        for name in MODEL_NAMES
+    }
+    served = served_models(configs, "3", "triton:8001")
+    assert served.candidate_buckets == (64, 128, 192, 256)
+    assert [bucket(n, served.candidate_buckets, 256) for n in (1, 64, 65, 130, 256)] == [
+        64,
+        64,
+        128,
+        192,
+        256,
+    ]
+
+
+def test_a_ranker_exported_before_the_buckets_parameter_gets_the_gpu_buckets() -> None:
+    configs = {name: ModelSet(CONFIG, TOWERS).pbtxt(name, "3")["config"] for name in MODEL_NAMES}
+    assert served_models(configs, "3", "triton:8001").candidate_buckets == CANDIDATE_BUCKETS
+
+
+@pytest.mark.parametrize("value", ["", "64,x", "128,64", "0,64", "64,64"])
+def test_unusable_candidate_buckets_are_named(value: str) -> None:
+    configs = {
+        name: ModelSet(CONFIG, TOWERS, candidate_buckets=value).pbtxt(name, "3")["config"]
+        for name in MODEL_NAMES
+    }
+    with pytest.raises(
+        TritonUnavailable, match=r"phoenix_ranker at triton:8001 .*candidate_buckets"
+    ):
+        served_models(configs, "3", "triton:8001")
 
 
 @pytest.mark.parametrize(
