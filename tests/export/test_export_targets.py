@@ -43,7 +43,11 @@ from export.torch_serving.runner import TorchRunner
 from phoenix.cli import main
 from phoenix.config import ModelConfig, get_config
 from phoenix.errors import ConfigError, ExportError
-from phoenix.serving import MAX_CANDIDATES_PARAMETER, MODEL_CONFIG_PARAMETER
+from phoenix.serving import (
+    CANDIDATE_BUCKETS_PARAMETER,
+    MAX_CANDIDATES_PARAMETER,
+    MODEL_CONFIG_PARAMETER,
+)
 
 CONFIG = get_config("tiny").with_overrides(
     history_len=8, num_user_rows=50, num_post_rows=300, num_author_rows=50
@@ -136,6 +140,7 @@ def test_pytorch_config_pbtxt_is_a_python_backend_with_the_runtime_parameters(
             "precision": "fp32",
             "device": "auto",
             MAX_CANDIDATES_PARAMETER: str(MAX_CANDIDATES),
+            CANDIDATE_BUCKETS_PARAMETER: "16,64",  # the GPU sizes up to the limit of 64
             MODEL_CONFIG_PARAMETER: _served_config(name).model_dump_json(),
         }
         inputs, outputs = model_io(name, CONFIG)
@@ -516,6 +521,7 @@ def test_cli_exports_the_pytorch_target(
             "device": "cpu",
             "cuda_graphs": "true",
             MAX_CANDIDATES_PARAMETER: "64",
+            CANDIDATE_BUCKETS_PARAMETER: "16,64",
             MODEL_CONFIG_PARAMETER: _served_config(name).model_dump_json(),
         }
 
