@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from redis_server import redis_server  # noqa: F401  (a real redis-server per test: tests/redis_server.py)
+from tiny_export import tiny_export  # noqa: F401  (one exported tiny model set: tests/tiny_export.py)
 
 from phoenix.triton.server import free_port
 

@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from tiny_export import TinyExport
 
-from export.checkpoint import Checkpoint, save_checkpoint
+from export.checkpoint import Checkpoint
 from export.onnx.wrappers import RANKER, model_io, wrap
-from export.repository.build import ExportSettings, export_repository
 from orchestrator.local_stack import LocalStack
 from orchestrator.pipeline.candidate import THUNDER, Candidates, FeedQuery
 from orchestrator.state.viewers import ViewerStore
@@ -34,7 +34,6 @@ from phoenix.actions import (
     POST_UNEXPLORED_COLUMN,
     from_columns,
 )
-from phoenix.config import get_config
 from phoenix.snowflake import created_ms
 from phoenix.world.generate import generate_world
 from phoenix.world.io import load_world
@@ -72,15 +71,13 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_export: TinyExport) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("stack")
     world_dir = generate_world(
         WorldSpec(seed=5, num_users=300, num_authors=60), work / "world", progress=False
     )
-    weights = Checkpoint.initialise(get_config("tiny"), seed=3)
-    checkpoint = save_checkpoint(weights, work / "ckpt")
-    repository = work / "model_repository"
-    export_repository(checkpoint, repository, ExportSettings(max_candidates=512))
+    weights = tiny_export.weights()
+    repository = tiny_export.copy_to(work)
     user_id = _ordinary(load_world_state(load_world(world_dir)).viewers, 1)[0]
     local = LocalStack(
         repository,

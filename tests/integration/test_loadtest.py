@@ -12,22 +12,19 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as httpclient
+from tiny_export import TinyExport
 
-from export.checkpoint import Checkpoint, save_checkpoint
+from export.checkpoint import Checkpoint
 from export.onnx.wrappers import RANKER, model_io, wrap
-from export.repository.build import ExportSettings, export_repository
 from loadtest.run import LoadTestSettings, run_locust
 from loadtest.viewer_mix import ViewerMix
 from orchestrator.local_stack import LocalStack
-from phoenix.config import get_config
 from phoenix.triton.requests import infer, random_ranker_request, served_ranker
 from phoenix.world.generate import generate_world
 from phoenix.world.io import load_world
 from phoenix.world.spec import WorldSpec
 
 pytestmark = pytest.mark.triton
-
-CHECKPOINT_SEED = 4
 
 
 class Deployed:
@@ -38,16 +35,12 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+def deployed(tmp_path_factory: pytest.TempPathFactory, tiny_export: TinyExport) -> Deployed:
     work = tmp_path_factory.mktemp("loadtest")
     world = generate_world(
         WorldSpec(seed=6, num_users=200, num_authors=40), work / "world", progress=False
     )
-    checkpoint = Checkpoint.initialise(get_config("tiny"), seed=CHECKPOINT_SEED)
-    saved = save_checkpoint(checkpoint, work / "ckpt")
-    repository = work / "model_repository"
-    export_repository(saved, repository, ExportSettings(max_candidates=512))
-    return Deployed(world, repository, checkpoint)
+    return Deployed(world, tiny_export.copy_to(work), tiny_export.weights())
 
 
 @pytest.fixture(scope="module")

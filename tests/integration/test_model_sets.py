@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tiny_export import TinyExport
 
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.repository.build import ExportSettings, export_repository
@@ -40,16 +41,15 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory, tiny_export: TinyExport
+) -> Iterator[Deployed]:
     work = tmp_path_factory.mktemp("model-sets")
     world = generate_world(
         WorldSpec(seed=4, num_users=150, num_authors=30), work / "world", progress=False
     )
-    first = save_checkpoint(Checkpoint.initialise(get_config("tiny"), seed=1), work / "ckpt-1")
-    export_repository(first, work / "model_repository", SETTINGS)
-    with LocalStack(
-        work / "model_repository", data=work / "data", world=world, reconnect_s=0.5
-    ) as stack:
+    repository = tiny_export.copy_to(work)  # the first set
+    with LocalStack(repository, data=work / "data", world=world, reconnect_s=0.5) as stack:
         yield Deployed(work, stack)
 
 

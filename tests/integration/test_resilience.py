@@ -23,12 +23,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tiny_export import TinyExport
 
-from export.checkpoint import Checkpoint, save_checkpoint
-from export.repository.build import ExportSettings, export_repository
 from orchestrator.local_stack import LocalStack
 from orchestrator.triton_client import PhoenixTriton
-from phoenix.config import get_config
 from phoenix.serving import CANDIDATE_TOWER
 from phoenix.world.generate import generate_world
 from phoenix.world.spec import WorldSpec
@@ -39,16 +37,15 @@ TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_export: TinyExport
+) -> Iterator[LocalStack]:
     work = tmp_path_factory.mktemp("resilience")
     world = generate_world(
         WorldSpec(seed=8, num_users=200, num_authors=40), work / "world", progress=False
     )
-    checkpoint = save_checkpoint(Checkpoint.initialise(get_config("tiny"), seed=2), work / "ckpt")
-    repository = work / "model_repository"
-    export_repository(checkpoint, repository, ExportSettings(max_candidates=512))
     local = LocalStack(
-        repository,
+        tiny_export.copy_to(work),
         data=work / "data",
         world=world,
         triton_timeout_s=TIMEOUT_S,
