@@ -30,10 +30,11 @@ from phoenix.triton.supervisor import TritonSupervisor
 
 def served_model_environment() -> dict[str, str]:
     """ONNX Runtime threads per served model when Triton and the orchestrator share this machine:
-    half the usable CPUs (at least one), leaving the rest to the orchestrator; on 2 cores one
-    thread per model is faster than two (measured: ranker call 30 vs 44 ms at ~700 candidates).
-    An explicit PHOENIX_ORT_THREADS in the environment wins."""
-    threads = os.environ.get(ORT_THREADS_ENV) or str(max(1, usable_cpus() // 2))
+    one per usable CPU, as `phoenix triton` uses. With idle threads not spinning
+    (`PHOENIX_ORT_SPIN` off), two threads per model beat one on 2 cores at every load step of the
+    feed's knee run (p99 at 5 feeds/s 143-166 ms against 172-307; docs/BENCHMARKS.md). An
+    explicit PHOENIX_ORT_THREADS in the environment wins."""
+    threads = os.environ.get(ORT_THREADS_ENV) or str(usable_cpus())
     return {ORT_THREADS_ENV: threads}
 
 

@@ -9,8 +9,8 @@ import orchestrator.local_stack as local_stack
 from phoenix.serving import ORT_THREADS_ENV
 
 
-@pytest.mark.parametrize(("cpus", "threads"), [(1, "1"), (2, "1"), (3, "1"), (8, "4")])
-def test_served_models_get_half_the_cpus(
+@pytest.mark.parametrize(("cpus", "threads"), [(1, "1"), (2, "2"), (8, "8")])
+def test_served_models_get_a_thread_per_usable_cpu(
     monkeypatch: pytest.MonkeyPatch, cpus: int, threads: str
 ) -> None:
     monkeypatch.delenv(ORT_THREADS_ENV, raising=False)
