@@ -493,10 +493,12 @@ def test_healthz_stays_fast_while_large_bodies_are_parsed(stack: Stack) -> None:
     assert answered and set(answered) == {422}
     # A stalled event loop makes /healthz wait behind the parses queued on it: before parsing
     # moved off the loop its median was 0.43 s on 2 cores, with the four refusals serialised.
-    # Now it answers in tens of ms; the bound grows with the refusals of the same run, so a busy
-    # machine (another test worker) slows both sides alike.
+    # Now it answers in tens of ms (0.15 s at the median on a slow, busy 2-core machine, with
+    # another test worker beside it). A stalled loop queues /healthz behind at least one whole
+    # refusal, so the bound is half of one refusal of the same run (a busy machine slows both
+    # sides alike), and never under 0.25 s, well below the stalled 0.43 s.
     refusal = statistics.median(refusal_s)
-    assert statistics.median(latencies) < max(0.15, 0.3 * refusal), (
+    assert statistics.median(latencies) < max(0.25, 0.5 * refusal), (
         f"/healthz: {sorted(latencies)}; one refusal: {refusal:.3f} s"
     )
 
