@@ -91,14 +91,11 @@ class PhoenixTriton:
         url: str,
         *,
         timeout_s: float = 2.0,
-        buckets: Sequence[int] | None = None,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.url = url.removeprefix("grpc://")
         self.timeout_s = timeout_s
-        # None: the buckets the served ranker names (ServedModels.candidate_buckets).
-        self._buckets = None if buckets is None else tuple(sorted(buckets))
         self._metrics = metrics or Metrics()
         self.breaker = breaker or CircuitBreaker()
         self.breaker.on_change = self._circuit_changed
@@ -237,8 +234,7 @@ class PhoenixTriton:
 
     def bucket(self, count: int) -> int:
         """The candidate count a request of `count` candidates is padded to."""
-        buckets = self.served.candidate_buckets if self._buckets is None else self._buckets
-        return bucket(count, buckets, self.served.max_candidates)
+        return bucket(count, self.served.candidate_buckets, self.served.max_candidates)
 
     async def _infer(
         self, model: str, arrays: Arrays, outputs: Sequence[str]

@@ -16,9 +16,12 @@ CONFIG = get_config("tiny")
 
 
 def _client(max_candidates: int = 100, buckets: tuple[int, ...] = (16, 64, 256)) -> PhoenixTriton:
-    client = PhoenixTriton("127.0.0.1:1", buckets=buckets)
+    client = PhoenixTriton("127.0.0.1:1")
     client._served = ServedModels(
-        CONFIG, max_candidates, {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 3}
+        CONFIG,
+        max_candidates,
+        {RANKER: 8, USER_TOWER: 8, CANDIDATE_TOWER: 3},
+        candidate_buckets=buckets,
     )
     return client
 
@@ -28,7 +31,7 @@ def test_buckets_stop_at_the_model_limit() -> None:
     assert [client.bucket(n) for n in (1, 16, 17, 64, 65, 100)] == [16, 16, 64, 64, 100, 100]
 
 
-def test_without_buckets_of_its_own_the_client_pads_as_the_served_ranker_asks() -> None:
+def test_the_client_pads_as_the_served_ranker_asks() -> None:
     client = PhoenixTriton("127.0.0.1:1")
     client._served = ServedModels(
         CONFIG,
