@@ -72,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-queue-delay-us",
         type=int,
-        default=2000,
-        help="how long Triton's dynamic batcher waits to fill a batch (default 2000)",
+        default=None,
+        help="how long Triton's dynamic batcher holds a request to fill a batch (default: 0 for "
+        "the cpu target, where waiting only adds latency; 2000 for the GPU targets)",
     )
     p.add_argument(
         "--keep-versions",

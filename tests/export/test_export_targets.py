@@ -32,6 +32,7 @@ from export.onnx.wrappers import CANDIDATE_TOWER, MODEL_NAMES, RANKER, model_io,
 from export.parity import TOLERANCE_PER_UNIT
 from export.repository import build
 from export.repository.build import (
+    GPU_QUEUE_DELAY_US,
     TORCH_MODEL_SOURCE,
     ExportSettings,
     PublishedModel,
@@ -136,6 +137,7 @@ def test_pytorch_config_pbtxt_is_a_python_backend_with_the_runtime_parameters(
         config = parse_pbtxt((repository / name / "config.pbtxt").read_text())
         assert config.backend == "python" and config.platform == ""
         assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+        assert config.dynamic_batching.max_queue_delay_microseconds == GPU_QUEUE_DELAY_US
         assert parameters(repository, name) == {
             "precision": "fp32",
             "device": "auto",
@@ -209,6 +211,9 @@ def test_cpu_target_defaults_to_fp32(
     monkeypatch.setattr(build, "export_onnx", fake_onnx)
     settings = ExportSettings(verify=False)
     assert settings.resolved_precision == "fp32"
+    assert settings.resolved_queue_delay_us == 0
+    assert ExportSettings(max_queue_delay_us=300).resolved_queue_delay_us == 300
+    assert ExportSettings(target="tensorrt").resolved_queue_delay_us == GPU_QUEUE_DELAY_US
     repository = tmp_path / "models"
     export_repository(checkpoint_dir, repository, settings)
     provenance = json.loads((repository / RANKER / "1" / "provenance.json").read_text())

@@ -54,6 +54,8 @@ def test_export_writes_three_versioned_models(exported: tuple[Path, dict[str, st
         config = parse_pbtxt((model / "config.pbtxt").read_text())
         assert config.name == name and config.backend == "python"
         assert config.max_batch_size > 0 and config.HasField("dynamic_batching")
+        # The cpu target does not hold a lone request for company (it would only add latency).
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
         assert sorted(p.name for p in (model / "1").iterdir()) == [
             "__pycache__",  # model.py compiled before publishing (see writer.py)
             "io.json",
