@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import Depends, FastAPI, Path, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -109,11 +111,7 @@ def create_app(service: FeedService, *, auth: Authenticator) -> FastAPI:
                     score=c.score,
                     in_network=c.in_network,
                     source=c.source,
-                    predictions={}
-                    if c.predictions is None
-                    else {
-                        a: round(float(p), 6) for a, p in zip(ACTIONS, c.predictions, strict=True)
-                    },
+                    predictions={} if c.predictions is None else _rounded(c.predictions),
                     explanation=explained.get(c.post_id),
                 )
                 for c in result.posts
@@ -282,3 +280,9 @@ def _post_response(post: Post) -> PostResponse:
         created_ms=post.created_ms,
         conversation_id=post.thread_id,
     )
+
+
+def _rounded(predictions: npt.NDArray[np.floating]) -> dict[str, float]:
+    """Action -> probability to 6 decimals (rounded in one NumPy call: a feed has 35 x 19)."""
+    values = np.round(np.asarray(predictions, np.float64), 6).tolist()
+    return dict(zip(ACTIONS, values, strict=True))

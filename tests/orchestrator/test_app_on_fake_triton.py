@@ -12,6 +12,7 @@ import httpx
 from orchestrator.app import create_app
 from orchestrator.auth import Authenticator
 from orchestrator.service import FeedService
+from phoenix.actions import ACTIONS
 from tests.fakes.triton import FakeServer
 from tests.fakes.viewers import follower_and_author
 
@@ -48,7 +49,10 @@ def test_feeds_are_ranked_on_the_fake_set_and_writes_reach_followers(
         assert feed["model_versions"]["phoenix_ranker"] == "1"
         scores = [p["score"] for p in feed["posts"]]
         assert scores and scores == sorted(scores, reverse=True)
-        assert all(p["predictions"] for p in feed["posts"])
+        for post in feed["posts"]:
+            assert list(post["predictions"]) == list(ACTIONS)  # every action, in X's order
+            values = post["predictions"].values()
+            assert all(0 < v < 1 and v == round(v, 6) for v in values)  # 6 decimals
         assert any(r.model == "phoenix_ranker" for r in server.requests)
 
         body = {"author_id": author, "text": "hi"}
