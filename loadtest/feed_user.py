@@ -7,8 +7,8 @@ offered load is users x that rate whatever the latency: a step load then finds t
 A degraded feed counts as a failure: it is not the feed the service exists to give.
 
 The users are Locust's `FastHttpUser` (geventhttpclient): the load generator shares the machine's
-cores with the service it measures, and it costs several times less CPU per request than the
-`requests`-based `HttpUser`.
+cores with the service it measures, and Locust documents it as several times cheaper in CPU per
+request than the `requests`-based `HttpUser`.
 """
 
 from __future__ import annotations
