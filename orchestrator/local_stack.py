@@ -30,11 +30,11 @@ from phoenix.triton.supervisor import TritonSupervisor
 
 def served_model_environment() -> dict[str, str]:
     """ONNX Runtime threads per served model when Triton and the orchestrator share this machine:
-    one per usable CPU, as `phoenix triton` uses. With idle threads not spinning
-    (`PHOENIX_ORT_SPIN` off), two threads per model gave a lower p99 than one on 2 cores at the
-    low steps of the feed's knee run (5 feeds/s: 215-218 ms against 246-277, interleaved runs),
-    where the knee is decided; above it the two were within noise (docs/BENCHMARKS.md). An
-    explicit PHOENIX_ORT_THREADS in the environment wins."""
+    one per usable CPU (`phoenix.machine.usable_cpus`: the CPUs this process may run on). With
+    idle threads not spinning (`PHOENIX_ORT_SPIN` off), two threads per model gave a lower p99
+    than one on 2 cores at the low steps of the feed's knee run (5 feeds/s: 215-218 ms against
+    246-277, interleaved runs), where the knee is decided; above it the two were within noise
+    (docs/BENCHMARKS.md). An explicit PHOENIX_ORT_THREADS in the environment wins."""
     threads = os.environ.get(ORT_THREADS_ENV) or str(usable_cpus())
     return {ORT_THREADS_ENV: threads}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tiny_export import TinyExport
+from tiny_export import MAX_CANDIDATES, TinyExport
 
 from export.checkpoint import Checkpoint, save_checkpoint
 from export.repository.build import ExportSettings, export_repository
@@ -30,7 +30,7 @@ from phoenix.world.spec import WorldSpec
 
 pytestmark = pytest.mark.triton
 
-SETTINGS = ExportSettings(max_candidates=512, verify=False)
+SETTINGS = ExportSettings(max_candidates=MAX_CANDIDATES, verify=False)  # as the first set
 
 
 class Deployed:
